@@ -1,0 +1,17 @@
+import { afterEach } from 'vitest';
+import { killAllChildren } from './processes.js';
+import { cleanupTempDirs } from './tmp.js';
+
+export * from './tmp.js';
+export * from './processes.js';
+export * from './writers.js';
+export * from './convergence.js';
+export * from './ports.js';
+
+/** Registers afterEach clean-up: kill -9 every child, then remove temp dirs. */
+export function useHarness(): void {
+  afterEach(async () => {
+    await killAllChildren();
+    cleanupTempDirs();
+  });
+}
