@@ -1,0 +1,5 @@
+import type { Benchmark } from './lib.js';
+import { formatBenchmarks } from './format-suite.js';
+
+/** Every suite `npm run bench` runs, in order. Add new suites here. */
+export const SUITES: readonly Benchmark[] = [formatBenchmarks];

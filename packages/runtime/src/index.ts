@@ -1,0 +1,3 @@
+export * from './failpoints.js';
+export * from './durable-fs.js';
+export * from './logger.js';
