@@ -30,8 +30,11 @@ function fail(path: string, expected: string, value: unknown): never {
   throw new InvalidMessageError(`${path}: expected ${expected}, received ${describe(value)}`);
 }
 
+/** A plain map as MessagePack decodes one; class instances (msgpackr extension results) are refused. */
 function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
+  if (typeof value !== 'object' || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
 }
 
 const integer =

@@ -1,0 +1,219 @@
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_PROTOCOL_LIMITS,
+  MessageType,
+  ProtocolError,
+  decodeBody,
+  decodeMessage,
+  encodeBody,
+  encodeMessage,
+  negotiateVersion,
+  resolveProtocolLimits,
+  seal,
+  type Message,
+} from '@walwire/protocol';
+import { GEN, SUM, page, sampleMessages } from './fixtures.js';
+
+/** Seals an arbitrary body with a correct CRC, so the decoder and validator see it. */
+const frameOf = (body: unknown): Buffer => seal(encodeBody(body));
+
+/** Plain-data form with byte fields as hex, so Buffer and Uint8Array compare equal. */
+function normalize(value: unknown): unknown {
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
+  if (Array.isArray(value)) return value.map(normalize);
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v)]));
+  }
+  return value;
+}
+
+function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ProtocolError);
+    return (err as ProtocolError).code;
+  }
+  throw new Error('expected a ProtocolError');
+}
+
+describe('envelope byte fixtures', () => {
+  it('encodes HEARTBEAT to pinned bytes: fixmap body then CRC-32 big-endian', () => {
+    const frame = encodeMessage({ type: MessageType.HEARTBEAT, sentAt: 1 });
+    expect(frame.toString('hex')).toBe('82a4747970650fa673656e74417401d55a8aad');
+  });
+
+  it('decodes pinned ACK bytes', () => {
+    const hex =
+      '85a4747970650ea26e73a3617070aa67656e65726174696f6ed9203031323334353637383961626364656630313233343536373839616263646566aa6170706c69656453657107aa64757261626c6553657105388a34a3';
+    expect(decodeMessage(Buffer.from(hex, 'hex'))).toEqual({
+      type: MessageType.ACK,
+      ns: 'app',
+      generation: GEN,
+      appliedSeq: 7,
+      durableSeq: 5,
+    });
+  });
+
+  it('rejects a flipped bit anywhere in the frame with WALWIRE_ERR_FRAME_CHECKSUM', () => {
+    const frame = encodeMessage({ type: MessageType.HEARTBEAT, sentAt: 1 });
+    for (let i = 0; i < frame.length; i++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const copy = Buffer.from(frame);
+        copy[i]! ^= 1 << bit;
+        expect(codeOf(() => decodeMessage(copy))).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
+      }
+    }
+  });
+
+  it('rejects frames too short to hold an envelope', () => {
+    for (const n of [0, 1, 4]) expect(codeOf(() => decodeMessage(new Uint8Array(n)))).toBe('WALWIRE_ERR_DECODE');
+  });
+
+  it('rejects a body that is not one MessagePack value', () => {
+    // 0xc1 is reserved; msgpackr yields a marker object, which the schema refuses as not a map.
+    expect(codeOf(() => decodeMessage(seal(Uint8Array.of(0xc1))))).toBe('WALWIRE_ERR_INVALID_MESSAGE');
+    expect(codeOf(() => decodeMessage(seal(Uint8Array.of(0x92, 0x01))))).toBe('WALWIRE_ERR_DECODE');
+    const twoValues = Buffer.concat([encodeBody({ type: 15, sentAt: 1 }), Uint8Array.of(0x01)]);
+    expect(codeOf(() => decodeMessage(seal(twoValues)))).toBe('WALWIRE_ERR_DECODE');
+  });
+
+  it('rejects frames above maxMessageBytes before reading them', () => {
+    const limits = resolveProtocolLimits({ maxMessageBytes: 1024, maxChunkBytes: 1024 });
+    const big = new Uint8Array(1025);
+    expect(codeOf(() => decodeMessage(big, limits))).toBe('WALWIRE_ERR_MESSAGE_TOO_LARGE');
+  });
+
+  it('refuses to encode a message above maxMessageBytes', () => {
+    const limits = resolveProtocolLimits({ maxMessageBytes: 4096, maxChunkBytes: 1024 });
+    const msg: Message = { type: MessageType.TXN, ns: 'a', generation: GEN, txns: [{ seq: 1, commitSize: 1, checksum: SUM, commitTime: 0, pages: [page(1, 0)] }] };
+    expect(codeOf(() => encodeMessage(msg, limits))).toBe('WALWIRE_ERR_MESSAGE_TOO_LARGE');
+  });
+});
+
+describe('round trips', () => {
+  it.each(sampleMessages().map((m) => [m.type, m] as const))('type %i survives encode/decode unchanged', (_type, msg) => {
+    const decoded = decodeMessage(encodeMessage(msg));
+    expect(normalize(decoded)).toEqual(normalize(msg));
+  });
+
+  it('returns byte fields as views of the frame (no copy)', () => {
+    const frame = encodeMessage(sampleMessages()[5]!);
+    const decoded = decodeMessage(frame) as { data: Uint8Array };
+    expect(decoded.data.buffer).toBe(frame.buffer);
+  });
+
+  it('decodes messages independently: no state carried from one frame to the next', () => {
+    const frames = sampleMessages().map((m) => encodeMessage(m));
+    const forward = frames.map((f) => JSON.stringify(decodeMessage(f)));
+    const backward = [...frames].reverse().map((f) => JSON.stringify(decodeMessage(f))).reverse();
+    expect(backward).toEqual(forward);
+    expect(encodeMessage(sampleMessages()[0]!).equals(frames[0]!)).toBe(true);
+  });
+});
+
+describe('validation', () => {
+  const base = sampleMessages();
+  const txn = base[2] as Extract<Message, { type: 3 }>;
+
+  const cases: [string, unknown, string, RegExp?][] = [
+    ['a non-map body', [1, 2], 'WALWIRE_ERR_INVALID_MESSAGE', /message: expected a map/],
+    ['a missing type', { sentAt: 1 }, 'WALWIRE_ERR_INVALID_MESSAGE', /message.type/],
+    ['an unknown type', { type: 99 }, 'WALWIRE_ERR_UNKNOWN_MESSAGE_TYPE', /99 is not a message type/],
+    ['a missing field', { type: 15 }, 'WALWIRE_ERR_INVALID_MESSAGE', /HEARTBEAT.sentAt: required field is missing/],
+    ['an extra field', { type: 15, sentAt: 1, evil: true }, 'WALWIRE_ERR_INVALID_MESSAGE', /unexpected field "evil"/],
+    ['a negative integer', { type: 15, sentAt: -1 }, 'WALWIRE_ERR_INVALID_MESSAGE', /HEARTBEAT.sentAt: expected an integer .* received -1/],
+    ['a float', { type: 15, sentAt: 1.5 }, 'WALWIRE_ERR_INVALID_MESSAGE'],
+    ['a bad namespace', { ...base[13], ns: 'Bad Name' }, 'WALWIRE_ERR_INVALID_MESSAGE', /ACK.ns: expected a namespace name, received "Bad Name"/],
+    ['a bad generation', { ...base[13], generation: 'xyz' }, 'WALWIRE_ERR_INVALID_MESSAGE', /generation id/],
+    ['durable above applied', { ...base[13], durableSeq: 17 }, 'WALWIRE_ERR_INVALID_MESSAGE', /durableSeq: expected at most appliedSeq 16/],
+    ['an empty TXN', { ...txn, txns: [] }, 'WALWIRE_ERR_INVALID_MESSAGE', /array of 1 to/],
+    ['seqs out of order', { ...txn, txns: [txn.txns[1], txn.txns[0]] }, 'WALWIRE_ERR_INVALID_MESSAGE', /txns\[1\].seq: expected a seq above 13/],
+    [
+      'a page beyond commitSize',
+      { ...txn, txns: [{ ...txn.txns[0]!, pages: [page(4, 0)] }] },
+      'WALWIRE_ERR_INVALID_MESSAGE',
+      /pgno: expected a page number at most commitSize 3/,
+    ],
+    [
+      'a repeated page',
+      { ...txn, txns: [{ ...txn.txns[0]!, pages: [page(2, 0), page(2, 1)] }] },
+      'WALWIRE_ERR_INVALID_MESSAGE',
+      /not repeated/,
+    ],
+    [
+      'mixed page sizes',
+      { ...txn, txns: [{ ...txn.txns[0]!, pages: [page(1, 0), page(2, 0, 1024)] }] },
+      'WALWIRE_ERR_INVALID_MESSAGE',
+      /a page of 4096 bytes/,
+    ],
+    [
+      'a page that is not a power of two',
+      { ...txn, txns: [{ ...txn.txns[0]!, pages: [{ pgno: 1, data: new Uint8Array(1000) }] }] },
+      'WALWIRE_ERR_INVALID_MESSAGE',
+      /power of two/,
+    ],
+    ['page 0', { ...txn, txns: [{ ...txn.txns[0]!, pages: [page(0, 0)] }] }, 'WALWIRE_ERR_INVALID_MESSAGE'],
+    ['part >= partCount', { ...base[3], part: 2 }, 'WALWIRE_ERR_INVALID_MESSAGE', /below partCount 2/],
+    ['a blob id with a slash', { ...base[6], blobId: '../etc/passwd' }, 'WALWIRE_ERR_INVALID_MESSAGE', /blob id/],
+    ['a blob id starting with a dot', { ...base[6], blobId: '.hidden' }, 'WALWIRE_ERR_INVALID_MESSAGE', /blob id/],
+    ['a chunk above maxChunkBytes', { ...base[5], data: new Uint8Array(DEFAULT_PROTOCOL_LIMITS.maxChunkBytes + 1) }, 'WALWIRE_ERR_INVALID_MESSAGE', /bytes of at most/],
+    ['a manifest with the wrong chunk count', { ...base[9], chunkCrcs: [1, 2] }, 'WALWIRE_ERR_INVALID_MESSAGE', /3 entries/],
+    ['a manifest with a bad page size', { ...base[9], pageSize: 3000 }, 'WALWIRE_ERR_INVALID_MESSAGE', /power of two/],
+    ['a HELLO with min above max', { ...base[0], minVersion: 3, maxVersion: 2 }, 'WALWIRE_ERR_INVALID_MESSAGE', /at most maxVersion 2/],
+    ['a bad WELCOME mode', { ...base[1], namespaces: [{ ns: 'a', generation: GEN, headSeq: 1, mode: 'later', reason: '' }] }, 'WALWIRE_ERR_INVALID_MESSAGE', /one of stream, snapshot/],
+    ['an ERROR with a foreign code', { ...base[15], code: 'EPERM' }, 'WALWIRE_ERR_INVALID_MESSAGE', /an error code/],
+    ['an over-long string', { ...base[15], message: 'x'.repeat(5000) }, 'WALWIRE_ERR_INVALID_MESSAGE', /at most 4096 characters/],
+  ];
+
+  it.each(cases)('rejects %s', (_name, body, code, pattern) => {
+    let caught: unknown;
+    try {
+      decodeMessage(frameOf(body));
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ProtocolError);
+    expect((caught as ProtocolError).code).toBe(code);
+    if (pattern) expect((caught as Error).message).toMatch(pattern);
+  });
+
+  it('enforces maxPagesPerMessage across the whole message', () => {
+    const limits = resolveProtocolLimits({ maxPagesPerMessage: 2 });
+    const msg = { ...txn, txns: [{ ...txn.txns[0]!, pages: [page(1, 0), page(2, 0)] }, { ...txn.txns[1]!, pages: [page(3, 0)] }] };
+    expect(() => decodeMessage(frameOf(msg), limits)).toThrow(/more than 2 pages/);
+  });
+
+  it('keeps __proto__ keys inert', () => {
+    const body = Buffer.concat([Uint8Array.of(0x83), encodeBody('type'), encodeBody(15), encodeBody('sentAt'), encodeBody(1), encodeBody('__proto__'), encodeBody({ polluted: true })]);
+    expect(codeOf(() => decodeMessage(seal(body)))).toBe('WALWIRE_ERR_INVALID_MESSAGE');
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('decodeBody maps decoder failures to DecodeError', () => {
+    expect(() => decodeBody(Uint8Array.of(0xdd, 0xff, 0xff, 0xff, 0xff))).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_DECODE' }));
+  });
+});
+
+describe('version negotiation', () => {
+  it('picks the highest common version', () => {
+    expect(negotiateVersion(1, 1)).toBe(1);
+    expect(negotiateVersion(1, 5, 1, 3)).toBe(3);
+    expect(negotiateVersion(2, 9, 1, 4)).toBe(4);
+  });
+
+  it('rejects disjoint ranges with WALWIRE_ERR_UNSUPPORTED_VERSION naming both ranges', () => {
+    expect(() => negotiateVersion(2, 3, 1, 1)).toThrow(
+      expect.objectContaining({ code: 'WALWIRE_ERR_UNSUPPORTED_VERSION', message: 'peer speaks protocol versions 2..3, this build speaks 1..1' }),
+    );
+  });
+});
+
+describe('limits', () => {
+  it('names the option and the value received', () => {
+    expect(() => resolveProtocolLimits({ maxMessageBytes: 12 })).toThrow(
+      expect.objectContaining({ code: 'WALWIRE_ERR_INVALID_OPTION', message: 'option maxMessageBytes must be an integer from 1024 to 1073741824, received 12' }),
+    );
+    expect(() => resolveProtocolLimits({ maxChunkBytes: 'big' as unknown as number })).toThrow(/maxChunkBytes .* received "big"/);
+  });
+});
