@@ -3,31 +3,53 @@
  * equality outside the replica-volatile page-1 bytes, PRAGMA integrity_check,
  * and byte-exact blobs.
  *
- * Images are taken through SQLite's backup API from a read-only connection,
- * which copies each page verbatim and sees the primary's WAL content, so the
- * primary side is what SQLite itself reports. The copy goes to a temp file
- * that no connection in this process has open (the POSIX-lock trap).
+ * SQLite's own view of a database is taken by letting SQLite recover a
+ * private copy: copy the -wal (first, so a concurrent checkpoint cannot make
+ * the pair inconsistent), the -journal and the database file into a temp
+ * directory, open the copy read-write (SQLite replays the WAL or rolls back a
+ * hot journal), checkpoint with TRUNCATE, close, and read the file. That
+ * copies pages verbatim. The backup API is NOT used: it rewrites page-1
+ * bytes 40–43 (schema cookie) and 96–99 (library version) in the copy.
+ *
+ * Copying opens and closes descriptors on the database file, which drops
+ * this process's POSIX locks on it (design.md): call these only while no
+ * connection in the test process has the database open.
  */
 import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPLICA_VOLATILE_RANGES, parseDatabaseHeader } from '@walwire/protocol';
 import { makeTempDir } from './tmp.js';
 
-/** SQLite's own view of a database: its pages as one buffer. */
-export async function readDatabaseImage(dbPath: string, busyTimeoutMs = 10_000): Promise<Buffer> {
+/** SQLite's recovered image of a database given the raw bytes of its files. */
+export function recoverImage(files: { db: Uint8Array; wal?: Uint8Array; journal?: Uint8Array }): Buffer {
   const dir = makeTempDir('walwire-image-');
   const copy = join(dir, 'image.db');
-  const db = new Database(dbPath, { readonly: true, fileMustExist: true, timeout: busyTimeoutMs });
   try {
-    await db.backup(copy);
+    writeFileSync(copy, files.db);
+    if (files.wal) writeFileSync(`${copy}-wal`, files.wal);
+    if (files.journal) writeFileSync(`${copy}-journal`, files.journal);
+    const db = new Database(copy, { timeout: 10_000 });
+    try {
+      db.prepare('SELECT count(*) FROM sqlite_schema').get();
+      if (files.wal) db.pragma('wal_checkpoint(TRUNCATE)');
+    } finally {
+      db.close();
+    }
+    return readFileSync(copy);
   } finally {
-    db.close();
+    rmSync(dir, { recursive: true, force: true });
   }
-  const image = readFileSync(copy);
-  rmSync(dir, { recursive: true, force: true });
-  return image;
+}
+
+/** SQLite's own view of the database at `dbPath`: its pages as one buffer. */
+export async function readDatabaseImage(dbPath: string): Promise<Buffer> {
+  const read = (p: string): Buffer | undefined => (existsSync(p) ? readFileSync(p) : undefined);
+  const wal = read(`${dbPath}-wal`);
+  const journal = read(`${dbPath}-journal`);
+  const db = readFileSync(dbPath);
+  return recoverImage({ db, ...(wal?.length ? { wal } : {}), ...(journal?.length ? { journal } : {}) });
 }
 
 /** Pages (1-based) that differ between two images, ignoring the replica-volatile page-1 bytes. */
