@@ -1,7 +1,7 @@
 /** The test harness and failpoints, checked against real processes and files. */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { diffImages, killAllChildren, spawnCommand, spawnFixture, useHarness } from './harness/index.js';
+import { ChaosProxy, diffImages, killAllChildren, spawnCommand, spawnFixture, useHarness } from './harness/index.js';
 
 useHarness();
 
@@ -55,5 +55,69 @@ describe('harness', () => {
     await killAllChildren();
     const status = await sleeper.exited;
     expect(status.signal).toBe('SIGKILL');
+  });
+});
+
+describe('chaos proxy', () => {
+  async function echoServer(): Promise<{ port: number; close: () => Promise<void> }> {
+    const { createServer } = await import('node:net');
+    const server = createServer((s) => s.pipe(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { port: (server.address() as { port: number }).port, close: () => new Promise((r) => server.close(() => r())) };
+  }
+
+  async function roundTrip(port: number, payload: Buffer): Promise<Buffer> {
+    const { connect } = await import('node:net');
+    const socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let total = 0;
+    return new Promise((resolve, reject) => {
+      socket.on('data', (d: Buffer) => {
+        chunks.push(d);
+        total += d.length;
+        if (total >= payload.length) {
+          socket.destroy();
+          resolve(Buffer.concat(chunks));
+        }
+      });
+      socket.on('error', reject);
+      socket.write(payload);
+    });
+  }
+
+  it('forwards bytes unchanged, flips exactly the armed byte, and throttles', async () => {
+    const echo = await echoServer();
+    const proxy = await ChaosProxy.start(echo.port);
+    try {
+      const payload = randomBytes(64 * 1024);
+      expect((await roundTrip(proxy.port, payload)).equals(payload)).toBe(true);
+      proxy.flipByte('down', 40_000, 0x80);
+      const flipped = await roundTrip(proxy.port, payload);
+      const diff = [...flipped.keys()].filter((i) => flipped[i] !== payload[i]);
+      expect(diff).toEqual([40_000]);
+      expect(proxy.stats.flips).toBe(1);
+      proxy.throttle(256 * 1024);
+      const t = performance.now();
+      await roundTrip(proxy.port, payload);
+      expect(performance.now() - t).toBeGreaterThan(150); // 64 KiB each way at 256 KiB/s
+    } finally {
+      await proxy.close();
+      await echo.close();
+    }
+  });
+
+  it('cut closes both sides of every connection', async () => {
+    const echo = await echoServer();
+    const proxy = await ChaosProxy.start(echo.port);
+    const { connect } = await import('node:net');
+    const socket = connect(proxy.port, '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    await new Promise((r) => setTimeout(r, 50));
+    const closed = new Promise((r) => socket.once('close', r));
+    proxy.cut();
+    await closed;
+    expect(proxy.stats.cuts).toBe(1);
+    await proxy.close();
+    await echo.close();
   });
 });
