@@ -1,3 +1,6 @@
 export * from './failpoints.js';
 export * from './durable-fs.js';
 export * from './logger.js';
+export * from './cli-flags.js';
+export * from './auth.js';
+export * from './backoff.js';

@@ -79,3 +79,49 @@ describe('durable file writes', () => {
     expect(readdirSync(dir)).toEqual(['keep.json']);
   });
 });
+
+describe('cli flags', async () => {
+  const { parseFlags, formatHelp, tokenMatches, bearerToken, Backoff } = await import('@walwire/runtime');
+  const specs = [
+    { name: 'data-dir', type: 'string', description: 'Where state lives.', default: './data' },
+    { name: 'port', type: 'integer', description: 'Listen port.', default: 7400, min: 0, max: 65535 },
+    { name: 'tls', type: 'boolean', description: 'Use TLS.', default: false },
+    { name: 'namespace', type: 'list', description: 'Namespaces.', default: [] },
+  ] as const;
+
+  it('takes flags over environment over defaults, and accumulates lists', () => {
+    const { flags, positionals } = parseFlags(specs, ['--port=81', '--namespace', 'a,b', '--namespace=c', 'extra'], { WALWIRE_PORT: '90', WALWIRE_TLS: 'true' });
+    expect(flags).toEqual({ 'data-dir': './data', port: 81, tls: true, namespace: ['a', 'b', 'c'] });
+    expect(positionals).toEqual(['extra']);
+    expect(parseFlags(specs, ['--no-tls'], { WALWIRE_TLS: 'true' }).flags['tls']).toBe(false);
+  });
+
+  it('names the flag or variable and the value received', () => {
+    expect(() => parseFlags(specs, ['--port', '70000'])).toThrow('flag --port must be an integer from 0 to 65535, received "70000"');
+    expect(() => parseFlags(specs, [], { WALWIRE_PORT: 'x' })).toThrow('environment variable WALWIRE_PORT must be an integer');
+    expect(() => parseFlags(specs, ['--bogus'])).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_INVALID_OPTION', message: 'unknown flag --bogus; see --help' }));
+  });
+
+  it('lists every flag with its variable and default in --help', () => {
+    const text = formatHelp('walwire-x [flags]', 'Does x.', specs);
+    for (const s of specs) expect(text).toContain(`--${s.name}`);
+    expect(text).toContain('env WALWIRE_DATA_DIR; default ./data');
+    expect(parseFlags(specs, ['-h']).help).toBe(true);
+  });
+
+  it('compares tokens in constant time and parses bearer headers', () => {
+    expect(tokenMatches('s3cret', 's3cret')).toBe(true);
+    expect(tokenMatches('s3cre', 's3cret')).toBe(false);
+    expect(tokenMatches(undefined, 's3cret')).toBe(false);
+    expect(bearerToken('Bearer abc')).toBe('abc');
+    expect(bearerToken('Basic abc')).toBeUndefined();
+  });
+
+  it('backs off exponentially with full jitter, capped', () => {
+    const b = new Backoff(100, 1000, () => 0.999);
+    expect([b.next(), b.next(), b.next(), b.next(), b.next()]).toEqual([100, 200, 400, 799, 999]);
+    b.reset();
+    expect(b.next()).toBe(100);
+    expect(new Backoff(100, 1000, () => 0).next()).toBe(1);
+  });
+});
