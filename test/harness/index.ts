@@ -16,3 +16,4 @@ export function useHarness(): void {
     cleanupTempDirs();
   });
 }
+export * from './wal-capture.js';

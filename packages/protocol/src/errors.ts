@@ -181,6 +181,28 @@ export class RemoteError extends WalwireError {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Replica applier.
+// ---------------------------------------------------------------------------
+
+/** A transaction batch cannot be applied to this replica (order, page size, page range). */
+export class InvalidTxnError extends WalwireError {
+  override readonly name = 'InvalidTxnError' as const;
+  override readonly code = 'WALWIRE_ERR_INVALID_TXN' as const;
+}
+
+/** A replica cursor file fails its checksum or does not parse. */
+export class CursorCorruptError extends WalwireError {
+  override readonly name = 'CursorCorruptError' as const;
+  override readonly code = 'WALWIRE_ERR_CURSOR_CORRUPT' as const;
+}
+
+/** The applier failed with an I/O or SQLite error; the namespace stopped applying. */
+export class ApplyFailedError extends WalwireError {
+  override readonly name = 'ApplyFailedError' as const;
+  override readonly code = 'WALWIRE_ERR_APPLY_FAILED' as const;
+}
+
 type ErrorClass = new (message: string) => WalwireError;
 
 /**
@@ -211,6 +233,9 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       UnauthorizedError,
       NotAPrimaryError,
       FailpointError,
+      InvalidTxnError,
+      CursorCorruptError,
+      ApplyFailedError,
     ] as ErrorClass[]
   ).map((C) => [new C('').code, C]),
 );

@@ -1,1 +1,29 @@
-export {};
+export { Replica } from './replica.js';
+export {
+  ReplicaNamespace,
+  DATABASE_FILE,
+  CURSOR_FILE,
+  type ReplicaPosition,
+  type NamespaceState,
+  type NamespaceStatus,
+  type StartupReport,
+  type LastApply,
+  type AppliedEvent,
+  type DivergedEvent,
+  type SnapshotRequestEvent,
+  type NamespaceEvents,
+} from './replica-namespace.js';
+export { DurabilityTracker } from './durability-tracker.js';
+export {
+  type CursorRecord,
+  type PendingBatch,
+  type DivergedState,
+  INITIAL_CURSOR,
+  CURSOR_FORMAT_VERSION,
+  readCursorSync,
+  writeCursorSync,
+} from './cursor-store.js';
+export { type ReplicaOptions, type ResolvedReplicaOptions, DEFAULT_REPLICA_OPTIONS, resolveReplicaOptions } from './options.js';
+export { keptDatabaseFd } from './database-file.js';
+export { packBatch } from './applier.js';
+export type { ApplyResult, RecoverResult } from './apply-worker.js';

@@ -1,0 +1,677 @@
+/**
+ * The apply worker: a worker_thread per namespace that owns the namespace's
+ * SQLite connection, its incremental database checksum and the cursor file,
+ * and commits batches of primary transactions into the replica database
+ * through SQLite's rollback-journal protocol (design.md, "Replica side";
+ * sqlite.org/fileformat2.html §3 and sqlite.org/atomiccommit.html).
+ *
+ * Why a worker: `BEGIN EXCLUSIVE` waits for readers inside SQLite's busy
+ * handler, which sleeps synchronously. On the main thread that would freeze
+ * the event loop (heartbeats, other namespaces) for as long as a reader
+ * holds its lock. POSIX locks are per process, so the lock this thread's
+ * connection takes is the process's lock, exactly as on the main thread.
+ *
+ * All page I/O goes through the descriptor kept open for the process lifetime
+ * (database-file.ts); this thread never opens or closes the database file
+ * with `fs`.
+ */
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  unlinkSync,
+  writeSync,
+  writevSync,
+} from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import {
+  ApplyFailedError,
+  DatabaseChecksum,
+  DivergedError,
+  InvalidTxnError,
+  SnapshotRequiredError,
+  WalwireError,
+  encodeJournal,
+  lockBytePage,
+  parseDatabaseHeader,
+  patchReplicaPage1,
+  type JournalRecord,
+} from '@walwire/protocol';
+import { failpoint, fsyncDirSync } from '@walwire/runtime';
+import { type CursorRecord, type DivergedState, readCursorSync, writeCursorSync } from './cursor-store.js';
+
+// ---------------------------------------------------------------------------
+// Messages between the applier (main thread) and this worker.
+// ---------------------------------------------------------------------------
+
+export interface ApplyWorkerData {
+  readonly dbPath: string;
+  readonly journalPath: string;
+  readonly cursorPath: string;
+  readonly dir: string;
+  /** The kept read-write descriptor of dbPath. */
+  readonly fd: number;
+  readonly lockAttemptMs: number;
+  readonly verifyReadBytes: number;
+}
+
+/**
+ * A batch as it crosses to the worker: transaction headers, and every page's
+ * number and bytes packed into two transferred buffers (no per-page clone).
+ * The pages of txn i are the next `txns[i].pageCount` entries.
+ */
+export interface PackedBatch {
+  readonly txns: readonly { seq: number; commitSize: number; checksum: string; pageCount: number }[];
+  readonly pgnos: Uint32Array;
+  readonly data: Uint8Array;
+  readonly pageSize: number;
+}
+
+export type WorkerRequest =
+  | { readonly id: number; readonly kind: 'recover' }
+  | { readonly id: number; readonly kind: 'apply'; readonly generation: string; readonly batch: PackedBatch; readonly durableCap: number }
+  | { readonly id: number; readonly kind: 'set-durable'; readonly durableSeq: number }
+  | { readonly id: number; readonly kind: 'close' };
+
+export interface RecoverResult {
+  readonly cursor: CursorRecord;
+  /** Checksum of the database as read from disk. */
+  readonly checksum: string;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  /** A hot journal was found (and rolled back by SQLite). */
+  readonly hadJournal: boolean;
+  /** How the database state was decided. */
+  readonly decision: 'at-cursor' | 'committed-pending' | 'diverged' | 'latched-diverged';
+  readonly verifyBytes: number;
+  readonly verifyMs: number;
+}
+
+export interface ApplyResult {
+  readonly cursor: CursorRecord;
+  /** Transactions committed by this batch (after skipping already-applied seqs). */
+  readonly txnsApplied: number;
+  readonly txnsSkipped: number;
+  readonly pagesWritten: number;
+  readonly journalRecords: number;
+  readonly bytesWritten: number;
+  readonly lockWaitMs: number;
+  readonly totalMs: number;
+  /** Set when a txn's checksum did not match: the batch was cut before it. */
+  readonly diverged: DivergedState | null;
+}
+
+export type WorkerEvent =
+  | { readonly kind: 'reply'; readonly id: number; readonly ok: true; readonly result: unknown }
+  | { readonly kind: 'reply'; readonly id: number; readonly ok: false; readonly error: { name: string; code: string; message: string } }
+  | { readonly kind: 'lock-wait'; readonly waitedMs: number };
+
+// ---------------------------------------------------------------------------
+
+interface Txn {
+  readonly seq: number;
+  readonly commitSize: number;
+  readonly checksum: string;
+  readonly pages: { pgno: number; data: Uint8Array }[];
+}
+
+interface Plan {
+  readonly txns: readonly Txn[];
+  /** Pages to write, last version within the batch, by pgno. */
+  readonly pages: Map<number, Uint8Array>;
+  readonly newSize: number;
+  readonly checksum: DatabaseChecksum;
+  readonly diverged: DivergedState | null;
+}
+
+export class ApplyWorker {
+  readonly #data: ApplyWorkerData;
+  readonly #db: Database.Database;
+  readonly #post: (event: WorkerEvent) => void;
+  #checksum = new DatabaseChecksum();
+  #pageSize = 0;
+  #cursor: CursorRecord | null = null;
+  /** Set when a failed apply could not be rolled back: refuse everything until reopened. */
+  #broken: string | null = null;
+
+  constructor(data: ApplyWorkerData, post: (event: WorkerEvent) => void) {
+    this.#data = data;
+    this.#post = post;
+    // Read-write, so that it can roll back a hot journal (a read-only opener
+    // gets SQLITE_READONLY_ROLLBACK). Its busy timeout bounds one lock attempt.
+    this.#db = new Database(data.dbPath, { timeout: data.lockAttemptMs });
+  }
+
+  close(): void {
+    if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
+    // Closing the SQLite connection is safe: SQLite defers closing its own
+    // descriptor while other connections of the process hold locks, and our
+    // kept `fs` descriptor holds none of its own.
+    this.#db.close();
+  }
+
+  /**
+   * Start-up: roll back any hot journal, compute the full database checksum
+   * through the kept descriptor, and decide by checksum which state the
+   * database is in.
+   *
+   * The cursor file says: applied seq Sc with checksum Cc, and maybe a
+   * pending batch ending at Sp with the primary's checksum Cp. The database,
+   * once any hot journal is rolled back, is at Sc (the batch never reached
+   * its commit point) or at Sp (it did, and the crash came before the
+   * cursor's second write). Its checksum Cdb tells which:
+   *   Cdb = Cc  → at Sc; the in-doubt batch is re-streamed and re-applied
+   *               (seqs ≤ Sc are skipped, so re-sending is idempotent);
+   *   Cdb = Cp  → at Sp; record it;
+   *   otherwise → diverged: latched, and a snapshot is requested.
+   */
+  recover(): RecoverResult {
+    let cursor = readCursorSync(this.#data.cursorPath);
+    const hadJournal = existsSync(this.#data.journalPath);
+    const started = performance.now();
+    // A read takes the SHARED lock; on the way SQLite finds a hot journal and,
+    // being read-write, plays it back (pager.c hasHotJournal, pager_playback).
+    // Holding SHARED for the verification keeps any other opener from
+    // rolling back a journal under it (none can exist, we are the only writer).
+    this.#db.exec('BEGIN');
+    let bytes = 0;
+    try {
+      this.#db.prepare('SELECT count(*) FROM sqlite_schema').get();
+      bytes = this.#verifyFull();
+    } finally {
+      this.#db.exec('COMMIT');
+    }
+    const verifyMs = performance.now() - started;
+    const actual = this.#checksum.value;
+    let decision: RecoverResult['decision'];
+    if (cursor.diverged !== null) {
+      decision = 'latched-diverged';
+    } else if (actual === cursor.checksum) {
+      decision = 'at-cursor';
+      if (cursor.pending !== null) {
+        cursor = { ...cursor, pending: null };
+        writeCursorSync(this.#data.cursorPath, cursor);
+      }
+    } else if (cursor.pending !== null && actual === cursor.pending.checksum) {
+      decision = 'committed-pending';
+      cursor = {
+        ...cursor,
+        appliedSeq: cursor.pending.seq,
+        checksum: cursor.pending.checksum,
+        durableSeq: Math.max(cursor.durableSeq, Math.min(cursor.pending.durableSeq, cursor.pending.seq)),
+        pending: null,
+      };
+      writeCursorSync(this.#data.cursorPath, cursor);
+    } else {
+      decision = 'diverged';
+      cursor = {
+        ...cursor,
+        pending: null,
+        diverged: {
+          seq: cursor.appliedSeq,
+          expected: cursor.checksum,
+          actual,
+          reason: 'start-up verification: the database checksum matches neither the applied nor the pending position',
+          at: Date.now(),
+        },
+      };
+      writeCursorSync(this.#data.cursorPath, cursor);
+    }
+    this.#cursor = cursor;
+    return {
+      cursor,
+      checksum: actual,
+      pageSize: this.#pageSize,
+      pageCount: this.#checksum.pageCount,
+      hadJournal,
+      decision,
+      verifyBytes: bytes,
+      verifyMs,
+    };
+  }
+
+  /** Reads the whole file through the kept descriptor into a fresh checksum. */
+  #verifyFull(): number {
+    const { fd, verifyReadBytes } = this.#data;
+    const size = fstatSync(fd).size;
+    const checksum = new DatabaseChecksum();
+    if (size === 0) {
+      this.#checksum = checksum;
+      return 0;
+    }
+    const head = Buffer.alloc(100);
+    readSync(fd, head, 0, 100, 0);
+    const pageSize = parseDatabaseHeader(head).pageSize;
+    if (size % pageSize !== 0) {
+      throw new ApplyFailedError(`database ${this.#data.dbPath} is ${size} bytes, not a multiple of its page size ${pageSize}`);
+    }
+    const slice = Buffer.alloc(Math.max(pageSize, Math.floor(verifyReadBytes / pageSize) * pageSize));
+    let at = 0;
+    while (at < size) {
+      const want = Math.min(slice.length, size - at);
+      readFully(fd, slice, want, at);
+      checksum.addImage(slice.subarray(0, want), pageSize, at / pageSize + 1);
+      at += want;
+    }
+    this.#checksum = checksum;
+    this.#pageSize = pageSize;
+    return size;
+  }
+
+  /** Updates the durable seq alone (the blob writer released a hold). */
+  setDurable(durableSeq: number): CursorRecord {
+    const cursor = this.#requireCursor();
+    const next = Math.min(cursor.appliedSeq, Math.max(cursor.durableSeq, durableSeq));
+    if (next !== cursor.durableSeq) {
+      this.#cursor = { ...cursor, durableSeq: next };
+      writeCursorSync(this.#data.cursorPath, this.#cursor);
+    }
+    return this.#cursor!;
+  }
+
+  /**
+   * Commits a batch. Seqs at or below the applied seq are skipped, so a
+   * re-sent batch is idempotent.
+   *
+   * On-disk steps, and the state a crash (kill -9) between them leaves. Sc is
+   * the applied seq before the batch, Sp its last seq:
+   *   1. BEGIN EXCLUSIVE (retried in slices; no file change yet).
+   *   2. cursor record 1 (pending Sp, Cp): temp, fsync, rename.
+   *        crash → db at Sc, cursor Sc + pending: recover() keeps Sc.
+   *   3. journal written, fdatasync'd, closed.
+   *        crash during or after → a partial or whole hot journal of original
+   *        pages over an untouched database: rollback restores the same bytes.
+   *   4. fsync the directory (makes 2 and 3's directory entries durable).
+   *   5. pages written (page 1 patched), file truncated or extended, fdatasync.
+   *        crash → torn database, hot journal: every opener must roll back
+   *        first (readers get SQLITE_READONLY_ROLLBACK or BUSY, never torn
+   *        pages); recover() rolls back to Sc.
+   *   6. unlink the journal: THE COMMIT POINT. fsync the directory.
+   *        crash → db at Sp, cursor Sc + pending Sp: recover() records Sp.
+   *   7. ROLLBACK the empty SQL transaction: releases the lock.
+   *   8. cursor record 2 (applied Sp): temp, fsync, rename, directory fsync.
+   */
+  apply(generation: string, batch: PackedBatch, durableCap: number): ApplyResult {
+    const started = performance.now();
+    if (this.#broken !== null) throw new ApplyFailedError(this.#broken);
+    const cursor = this.#requireCursor();
+    if (cursor.diverged !== null) {
+      throw new DivergedError(`namespace diverged at seq ${cursor.diverged.seq}; a snapshot is required before applying`);
+    }
+    if (cursor.generation !== null && cursor.generation !== generation) {
+      throw new SnapshotRequiredError(`batch of generation ${generation} cannot apply over generation ${cursor.generation}; a snapshot is required`);
+    }
+    const all = unpack(batch);
+    const txns = all.filter((t) => t.seq > cursor.appliedSeq);
+    const skipped = all.length - txns.length;
+    if (txns.length === 0) return this.#noop(cursor, skipped, started);
+    this.#validate(txns, batch.pageSize || this.#pageSize || 4096);
+    const lockWaitMs = this.#beginExclusive();
+    let journalWritten = false;
+    let pagesTouched = false;
+    let oldSize = 0;
+    let originals: JournalRecord[] = [];
+    try {
+      const fd = this.#data.fd;
+      // A batch without page images (possible only for a pure shrink) takes the database's page size.
+      const pageSize = batch.pageSize || this.#pageSize;
+      if (pageSize === 0) throw new InvalidTxnError('the first batch applied to an empty replica must contain page 1');
+      const fileBytes = fstatSync(fd).size;
+      if (fileBytes % pageSize !== 0) {
+        throw new ApplyFailedError(`database is ${fileBytes} bytes, not a multiple of page size ${pageSize}`);
+      }
+      oldSize = fileBytes / pageSize;
+      if (oldSize > 0 && this.#pageSize !== 0 && this.#pageSize !== pageSize) {
+        throw new InvalidTxnError(`batch page size ${pageSize} differs from the database's ${this.#pageSize}`);
+      }
+      let plan = this.#plan(txns, pageSize, oldSize, txns.length);
+      if (plan.diverged !== null) {
+        const cut = plan.txns.length;
+        plan = cut === 0 ? plan : { ...this.#plan(txns, pageSize, oldSize, cut), diverged: plan.diverged };
+      }
+      if (plan.txns.length === 0) {
+        this.#db.exec('ROLLBACK');
+        const diverged = plan.diverged!;
+        this.#cursor = { ...cursor, diverged };
+        writeCursorSync(this.#data.cursorPath, this.#cursor);
+        return { ...this.#noop(this.#cursor, skipped, started), lockWaitMs, diverged };
+      }
+      if (oldSize === 0 && !plan.pages.has(1)) {
+        throw new InvalidTxnError('the first batch applied to an empty replica must contain page 1');
+      }
+      const lockPage = lockBytePage(pageSize);
+      const last = plan.txns[plan.txns.length - 1]!;
+
+      // Journal: page 1 always (the change counter changes), every page to be
+      // written that exists now, and every page a shrink cuts off.
+      const journaled = new Set<number>();
+      if (oldSize >= 1) journaled.add(1);
+      for (const pgno of plan.pages.keys()) if (pgno <= oldSize) journaled.add(pgno);
+      for (let p = plan.newSize + 1; p <= oldSize; p++) journaled.add(p);
+      journaled.delete(lockPage);
+      originals = [...journaled].sort((a, b) => a - b).map((pgno) => ({ pgno, data: readPage(fd, pgno, pageSize) }));
+      const journal = encodeJournal({ pageSize, originalPageCount: oldSize, nonce: randomBytes(4).readUInt32BE(0), records: originals });
+
+      // Page 1 as the replica stores it: rollback-journal mode, and a change
+      // counter (offsets 24 and 92, fileformat2.html §1.3.11 and §1.3.8) that
+      // differs from every earlier one, so every reader drops its cache.
+      const oldPage1 = originals[0]?.pgno === 1 ? originals[0].data : undefined;
+      const counter = oldPage1 === undefined ? 1 : (Buffer.from(oldPage1.buffer, oldPage1.byteOffset, 100).readUInt32BE(24) + 1) >>> 0;
+      const page1 = patchReplicaPage1(plan.pages.get(1) ?? oldPage1!, counter);
+      plan.pages.set(1, page1);
+
+      // 2. Cursor record 1: what the database holds if the batch commits.
+      const pendingDurable = Math.min(last.seq, Math.max(cursor.durableSeq, durableCap));
+      writeCursorSync(
+        this.#data.cursorPath,
+        { ...cursor, generation, pending: { fromSeq: plan.txns[0]!.seq, seq: last.seq, checksum: plan.checksum.value, durableSeq: pendingDurable } },
+        { syncDir: false },
+      );
+      // 3. Hot journal.
+      const jfd = openSync(this.#data.journalPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
+      journalWritten = true;
+      try {
+        writeFully(jfd, journal);
+        fdatasyncSync(jfd);
+      } finally {
+        closeSync(jfd); // the journal carries no locks: closing it is safe
+      }
+      // 4.
+      fsyncDirSync(this.#data.dir);
+      failpoint('replica.apply.after-journal');
+
+      // 5. Pages, in runs of consecutive page numbers.
+      pagesTouched = true;
+      const order = [...plan.pages.keys()].sort((a, b) => a - b);
+      let bytesWritten = 0;
+      for (let i = 0; i < order.length; ) {
+        let j = i + 1;
+        while (j < order.length && order[j] === order[j - 1]! + 1 && j - i < 256) j++;
+        const run = order.slice(i, j).map((p) => plan.pages.get(p)!);
+        bytesWritten += writevFully(fd, run, (order[i]! - 1) * pageSize);
+        failpoint('replica.apply.mid-pages');
+        i = j;
+      }
+      if (plan.newSize !== oldSize) ftruncateSync(fd, plan.newSize * pageSize);
+      fdatasyncSync(fd);
+      failpoint('replica.apply.before-journal-delete');
+
+      // 6. The commit point. From here on the batch is committed: a later
+      // failure must never undo it, only leave the cursor for recover().
+      unlinkSync(this.#data.journalPath);
+      journalWritten = false;
+      pagesTouched = false;
+      this.#checksum = plan.checksum;
+      this.#pageSize = pageSize;
+      this.#cursor = {
+        version: cursor.version,
+        generation,
+        appliedSeq: last.seq,
+        checksum: plan.checksum.value,
+        durableSeq: pendingDurable,
+        pending: null,
+        diverged: plan.diverged,
+      };
+      try {
+        fsyncDirSync(this.#data.dir);
+        failpoint('replica.apply.after-commit-before-cursor');
+        // 7.
+        this.#db.exec('ROLLBACK');
+        // 8. Cursor record 2.
+        writeCursorSync(this.#data.cursorPath, this.#cursor);
+        failpoint('replica.apply.after-cursor');
+      } catch (err) {
+        this.#broken = `seq ${last.seq} committed but its cursor write failed (${(err as Error).message}); reopen the namespace`;
+        if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
+        throw new ApplyFailedError(this.#broken, { cause: err });
+      }
+      return {
+        cursor: this.#cursor,
+        txnsApplied: plan.txns.length,
+        txnsSkipped: skipped,
+        pagesWritten: order.length,
+        journalRecords: originals.length,
+        bytesWritten,
+        lockWaitMs,
+        totalMs: performance.now() - started,
+        diverged: plan.diverged,
+      };
+    } catch (err) {
+      if (err instanceof ApplyFailedError && this.#broken !== null && !journalWritten && !pagesTouched) throw err;
+      this.#abort(journalWritten, pagesTouched, oldSize, originals, batch.pageSize || this.#pageSize);
+      if (err instanceof WalwireError && !(err instanceof ApplyFailedError) && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
+      throw new ApplyFailedError(`apply of seqs ${txns[0]!.seq}..${txns[txns.length - 1]!.seq} failed and was rolled back: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Undoes a failed batch while the EXCLUSIVE lock is still held: exactly
+   * what SQLite's hot-journal playback would do (restore the original pages,
+   * truncate to the original size, sync, delete the journal).
+   */
+  #abort(journalWritten: boolean, pagesTouched: boolean, oldSize: number, originals: readonly JournalRecord[], pageSize: number): void {
+    try {
+      if (pagesTouched) {
+        const fd = this.#data.fd;
+        for (const r of originals) writevFully(fd, [r.data], (r.pgno - 1) * pageSize);
+        ftruncateSync(fd, oldSize * pageSize);
+        fdatasyncSync(fd);
+      }
+      if (journalWritten || existsSync(this.#data.journalPath)) {
+        unlinkSync(this.#data.journalPath);
+        fsyncDirSync(this.#data.dir);
+      }
+    } catch (err) {
+      // The hot journal stays; the next opener (this daemon's recover at the
+      // next start) plays it back. Until then, refuse to apply.
+      this.#broken = `a failed apply could not be undone (${(err as Error).message}); reopen the namespace to roll back its hot journal`;
+    } finally {
+      if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
+    }
+  }
+
+  #noop(cursor: CursorRecord, skipped: number, started: number): ApplyResult {
+    return {
+      cursor,
+      txnsApplied: 0,
+      txnsSkipped: skipped,
+      pagesWritten: 0,
+      journalRecords: 0,
+      bytesWritten: 0,
+      lockWaitMs: 0,
+      totalMs: performance.now() - started,
+      diverged: null,
+    };
+  }
+
+  #requireCursor(): CursorRecord {
+    if (this.#cursor === null) throw new ApplyFailedError('apply worker used before recover');
+    return this.#cursor;
+  }
+
+  #validate(txns: readonly Txn[], pageSize: number): void {
+    const lockPage = lockBytePage(pageSize);
+    let prev = 0;
+    for (const t of txns) {
+      if (!(t.seq > prev)) throw new InvalidTxnError(`batch seqs must increase strictly, seq ${t.seq} follows ${prev}`);
+      prev = t.seq;
+      if (!Number.isInteger(t.commitSize) || t.commitSize < 1) throw new InvalidTxnError(`seq ${t.seq} has commit size ${t.commitSize}`);
+      for (const p of t.pages) {
+        if (p.pgno < 1 || p.pgno > t.commitSize) throw new InvalidTxnError(`seq ${t.seq} page ${p.pgno} lies outside commit size ${t.commitSize}`);
+        if (p.pgno === lockPage) throw new InvalidTxnError(`seq ${t.seq} writes the lock-byte page ${p.pgno}`);
+      }
+    }
+  }
+
+  /**
+   * Merges the first `limit` txns (last version of a page wins), checking
+   * each one's checksum against the primary's. Stops at the first mismatch:
+   * that txn and every later one are left out and reported as diverged.
+   */
+  #plan(txns: readonly Txn[], pageSize: number, oldSize: number, limit: number): Plan {
+    const checksum = this.#checksum.clone();
+    const pages = new Map<number, Uint8Array>();
+    const lockPage = lockBytePage(pageSize);
+    let size = oldSize;
+    const kept: Txn[] = [];
+    for (let i = 0; i < limit; i++) {
+      const t = txns[i]!;
+      const written = new Set<number>();
+      for (const p of t.pages) {
+        checksum.setPage(p.pgno, p.data);
+        pages.set(p.pgno, p.data);
+        written.add(p.pgno);
+      }
+      if (t.commitSize < size) {
+        checksum.truncate(t.commitSize);
+        for (const pgno of pages.keys()) if (pgno > t.commitSize) pages.delete(pgno);
+      } else if (t.commitSize > size) {
+        // Growth without a page image: the file extension reads as zeros.
+        for (let p = size + 1; p <= t.commitSize; p++) {
+          if (written.has(p) || p === lockPage) continue;
+          const zero = new Uint8Array(pageSize);
+          checksum.setPage(p, zero);
+          pages.set(p, zero);
+        }
+      }
+      size = t.commitSize;
+      if (checksum.value !== t.checksum) {
+        return {
+          txns: kept,
+          pages,
+          newSize: size,
+          checksum,
+          diverged: {
+            seq: t.seq,
+            expected: t.checksum,
+            actual: checksum.value,
+            reason: `the database checksum after seq ${t.seq} differs from the primary's`,
+            at: Date.now(),
+          },
+        };
+      }
+      kept.push(t);
+    }
+    return { txns: kept, pages, newSize: size, checksum, diverged: null };
+  }
+
+  /**
+   * Takes SQLite's EXCLUSIVE lock. Each attempt waits up to lockAttemptMs in
+   * SQLite's busy handler (sleeping with its own backoff) while holding the
+   * PENDING lock, so readers that are already in drain and no new reader
+   * starts: a stream of short readers cannot starve the applier. Between
+   * attempts the wait is reported to the main thread, which logs it and
+   * shows it in the namespace status. Returns the time waited.
+   */
+  #beginExclusive(): number {
+    const start = performance.now();
+    for (;;) {
+      try {
+        this.#db.exec('BEGIN EXCLUSIVE');
+        return performance.now() - start;
+      } catch (err) {
+        if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
+        const code = (err as { code?: string }).code;
+        if (code !== 'SQLITE_BUSY' && code !== 'SQLITE_BUSY_SNAPSHOT' && code !== 'SQLITE_LOCKED') throw err;
+        this.#post({ kind: 'lock-wait', waitedMs: performance.now() - start });
+      }
+    }
+  }
+}
+
+function unpack(batch: PackedBatch): Txn[] {
+  const out: Txn[] = [];
+  let k = 0;
+  for (const t of batch.txns) {
+    const pages: { pgno: number; data: Uint8Array }[] = [];
+    for (let i = 0; i < t.pageCount; i++, k++) {
+      pages.push({ pgno: batch.pgnos[k]!, data: batch.data.subarray(k * batch.pageSize, (k + 1) * batch.pageSize) });
+    }
+    out.push({ seq: t.seq, commitSize: t.commitSize, checksum: t.checksum, pages });
+  }
+  return out;
+}
+
+function readFully(fd: number, buf: Uint8Array, length: number, position: number): void {
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, buf, done, length - done, position + done);
+    if (n === 0) throw new ApplyFailedError(`short read at offset ${position + done}`);
+    done += n;
+  }
+}
+
+function readPage(fd: number, pgno: number, pageSize: number): Uint8Array {
+  const buf = new Uint8Array(pageSize);
+  readFully(fd, buf, pageSize, (pgno - 1) * pageSize);
+  return buf;
+}
+
+function writeFully(fd: number, data: Uint8Array): void {
+  let done = 0;
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done, done);
+}
+
+function writevFully(fd: number, buffers: Uint8Array[], position: number): number {
+  const total = buffers.reduce((n, b) => n + b.length, 0);
+  let done = writevSync(fd, buffers, position);
+  if (done < total) {
+    const rest = Buffer.concat(buffers).subarray(done);
+    while (done < total) done += writeSync(fd, rest, done - (total - rest.length), total - done, position + done);
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------------------
+// Thread entry.
+// ---------------------------------------------------------------------------
+
+if (parentPort !== null && (workerData as { walwireApplyWorker?: boolean } | null)?.walwireApplyWorker === true) {
+  const port = parentPort;
+  const post = (event: WorkerEvent): void => port.postMessage(event);
+  let worker: ApplyWorker | undefined;
+  let initError: unknown;
+  try {
+    worker = new ApplyWorker(workerData as ApplyWorkerData, post);
+  } catch (err) {
+    initError = err;
+  }
+  port.on('message', (req: WorkerRequest) => {
+    try {
+      if (worker === undefined) throw initError;
+      let result: unknown;
+      switch (req.kind) {
+        case 'recover':
+          result = worker.recover();
+          break;
+        case 'apply':
+          result = worker.apply(req.generation, req.batch, req.durableCap);
+          break;
+        case 'set-durable':
+          result = worker.setDurable(req.durableSeq);
+          break;
+        case 'close':
+          worker.close();
+          result = null;
+          break;
+      }
+      post({ kind: 'reply', id: req.id, ok: true, result });
+      if (req.kind === 'close') port.close();
+    } catch (err) {
+      const e = err as { name?: string; code?: string; message?: string };
+      post({
+        kind: 'reply',
+        id: req.id,
+        ok: false,
+        error: { name: e?.name ?? 'Error', code: typeof e?.code === 'string' ? e.code : 'WALWIRE_ERR_APPLY_FAILED', message: e?.message ?? String(err) },
+      });
+    }
+  });
+}

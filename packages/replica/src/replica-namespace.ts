@@ -1,0 +1,449 @@
+/**
+ * One replicated namespace on the replica: its database file, cursor, apply
+ * worker and bounded apply queue.
+ *
+ * `apply(generation, txns)` queues transactions; the namespace merges queued
+ * calls into batches of up to maxBatchTxns seqs / maxBatchBytes page bytes
+ * and commits each batch with one journal (apply-worker.ts), which spreads
+ * the syncs over many primary transactions. A call's promise settles when
+ * all of its seqs are committed (or rejected). Calls beyond maxQueuedBytes
+ * wait for room: that is the stream's back-pressure.
+ *
+ * States: ready → (diverged | failed) → closed. A diverged namespace never
+ * applies again (invariant 4: never build on a diverged copy); it emits
+ * `snapshot-request`, which the streaming layer answers with a snapshot.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  ApplyFailedError,
+  ClosedError,
+  DivergedError,
+  InvalidTxnError,
+  type NamespacePosition,
+  type Txn,
+  assertNamespace,
+  isGeneration,
+} from '@walwire/protocol';
+import { type Logger, removeStaleTemps } from '@walwire/runtime';
+import { Applier } from './applier.js';
+import type { ApplyResult, RecoverResult } from './apply-worker.js';
+import type { CursorRecord, DivergedState } from './cursor-store.js';
+import { keptDatabaseFd } from './database-file.js';
+import { DurabilityTracker } from './durability-tracker.js';
+import type { ResolvedReplicaOptions } from './options.js';
+
+/** File names inside a namespace's directory. */
+export const DATABASE_FILE = 'db.sqlite';
+export const CURSOR_FILE = 'cursor.json';
+
+export interface ReplicaPosition {
+  /** null until the namespace holds a copy. */
+  readonly generation: string | null;
+  /** Last seq whose pages are committed in the database. */
+  readonly appliedSeq: number;
+  /** Last seq whose blob events are all durably saved; ≤ appliedSeq. */
+  readonly durableSeq: number;
+  /** Database checksum at appliedSeq. */
+  readonly checksum: string;
+}
+
+export type NamespaceState = 'ready' | 'diverged' | 'failed' | 'closed';
+
+export interface StartupReport {
+  /** How the database state was decided against the cursor (ApplyWorker.recover). */
+  readonly decision: RecoverResult['decision'];
+  /** A hot journal was found and rolled back. */
+  readonly hadJournal: boolean;
+  readonly verifyBytes: number;
+  readonly verifyMs: number;
+}
+
+export interface LastApply {
+  readonly seq: number;
+  readonly txns: number;
+  readonly pages: number;
+  readonly bytes: number;
+  readonly lockWaitMs: number;
+  readonly ms: number;
+  /** ms since the epoch. */
+  readonly at: number;
+}
+
+export interface NamespaceStatus {
+  readonly ns: string;
+  readonly state: NamespaceState;
+  readonly position: ReplicaPosition;
+  readonly queuedTxns: number;
+  readonly queuedBytes: number;
+  readonly applying: boolean;
+  /** How long the batch in flight has waited for readers' locks so far; 0 when not waiting. */
+  readonly lockWaitMs: number;
+  /** Longest lock wait of any batch since open. */
+  readonly maxLockWaitMs: number;
+  readonly batches: number;
+  readonly txnsApplied: number;
+  readonly lastApply: LastApply | null;
+  readonly diverged: DivergedState | null;
+  readonly error: string | null;
+  readonly startup: StartupReport;
+}
+
+export interface AppliedEvent extends ReplicaPosition {
+  readonly ns: string;
+  readonly txns: number;
+  readonly pages: number;
+  readonly bytes: number;
+  readonly lockWaitMs: number;
+  readonly ms: number;
+}
+
+export interface DivergedEvent extends DivergedState {
+  readonly ns: string;
+}
+
+export interface SnapshotRequestEvent {
+  readonly ns: string;
+  readonly reason: string;
+  /** The applied seq the database is at (its content is not trusted once diverged). */
+  readonly appliedSeq: number;
+}
+
+export interface NamespaceEvents {
+  applied: [AppliedEvent];
+  durable: [{ readonly ns: string; readonly durableSeq: number }];
+  'apply-delayed': [{ readonly ns: string; readonly waitedMs: number }];
+  diverged: [DivergedEvent];
+  'snapshot-request': [SnapshotRequestEvent];
+  failed: [{ readonly ns: string; readonly error: Error }];
+}
+
+interface QueueItem {
+  readonly generation: string;
+  readonly txns: readonly Txn[];
+  readonly bytes: number;
+  readonly resolve: (position: ReplicaPosition) => void;
+  readonly reject: (err: Error) => void;
+}
+
+export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
+  readonly name: string;
+  readonly dir: string;
+  /** The replica database; readers open it read-only with a busy timeout. */
+  readonly dbPath: string;
+  readonly #options: ResolvedReplicaOptions;
+  readonly #log: Logger;
+  readonly #applier: Applier;
+  readonly #durability: DurabilityTracker;
+  readonly #startup: StartupReport;
+  #cursor: CursorRecord;
+  #state: NamespaceState;
+  #error: Error | null = null;
+  readonly #queue: QueueItem[] = [];
+  #queuedBytes = 0;
+  #queuedTxns = 0;
+  #room: (() => void)[] = [];
+  #applying = false;
+  #lockWaitMs = 0;
+  #maxLockWaitMs = 0;
+  #batches = 0;
+  #txnsApplied = 0;
+  #lastApply: LastApply | null = null;
+  #idle: Promise<void> = Promise.resolve();
+  #idleResolve: (() => void) | null = null;
+
+  private constructor(name: string, dir: string, options: ResolvedReplicaOptions, applier: Applier, recovered: RecoverResult) {
+    super();
+    this.name = name;
+    this.dir = dir;
+    this.dbPath = join(dir, DATABASE_FILE);
+    this.#options = options;
+    this.#log = options.logger.child({ ns: name });
+    this.#applier = applier;
+    this.#cursor = recovered.cursor;
+    this.#durability = new DurabilityTracker(recovered.cursor.appliedSeq, recovered.cursor.durableSeq);
+    this.#startup = { decision: recovered.decision, hadJournal: recovered.hadJournal, verifyBytes: recovered.verifyBytes, verifyMs: recovered.verifyMs };
+    this.#state = recovered.cursor.diverged === null ? 'ready' : 'diverged';
+    applier.onLockWait = (waitedMs) => this.#onLockWait(waitedMs);
+  }
+
+  /**
+   * Opens (creating when missing) the namespace under `options.dataDir`:
+   * keeps the database descriptor, starts the apply worker, rolls back any
+   * hot journal, verifies the full database checksum and decides the
+   * applied position. A diverged namespace opens in state `diverged` and
+   * emits `snapshot-request` right after open.
+   */
+  static async open(name: string, options: ResolvedReplicaOptions): Promise<ReplicaNamespace> {
+    assertNamespace(name);
+    const dir = join(options.dataDir, name);
+    mkdirSync(dir, { recursive: true });
+    removeStaleTemps(dir);
+    const dbPath = join(dir, DATABASE_FILE);
+    const fd = keptDatabaseFd(dbPath);
+    const applier = new Applier({
+      dbPath,
+      journalPath: `${dbPath}-journal`,
+      cursorPath: join(dir, CURSOR_FILE),
+      dir,
+      fd,
+      lockAttemptMs: options.lockAttemptMs,
+      verifyReadBytes: options.verifyReadBytes,
+    });
+    let recovered: RecoverResult;
+    try {
+      recovered = await applier.recover();
+    } catch (err) {
+      await applier.close();
+      throw err;
+    }
+    const ns = new ReplicaNamespace(name, dir, options, applier, recovered);
+    const mbps = recovered.verifyBytes / 1e6 / Math.max(recovered.verifyMs / 1000, 1e-9);
+    ns.#log.info(
+      { decision: recovered.decision, hadJournal: recovered.hadJournal, appliedSeq: recovered.cursor.appliedSeq, verifyBytes: recovered.verifyBytes, verifyMs: Math.round(recovered.verifyMs), verifyMBps: Math.round(mbps) },
+      'replica namespace opened',
+    );
+    if (recovered.cursor.diverged !== null) {
+      const diverged = recovered.cursor.diverged;
+      setImmediate(() => ns.#announceDiverged(diverged));
+    }
+    return ns;
+  }
+
+  get state(): NamespaceState {
+    return this.#state;
+  }
+
+  get position(): ReplicaPosition {
+    const c = this.#cursor;
+    return { generation: c.generation, appliedSeq: c.appliedSeq, durableSeq: c.durableSeq, checksum: c.checksum };
+  }
+
+  /** This namespace's entry in a HELLO message. */
+  get helloPosition(): NamespacePosition {
+    const c = this.#cursor;
+    return { ns: this.name, generation: c.generation, appliedSeq: c.appliedSeq, durableSeq: c.durableSeq, checksum: c.generation === null ? null : c.checksum };
+  }
+
+  /** The durable-cursor tracker the blob writer holds back (hold/release/latchGap). */
+  get durability(): DurabilityTracker {
+    return this.#durability;
+  }
+
+  get status(): NamespaceStatus {
+    return {
+      ns: this.name,
+      state: this.#state,
+      position: this.position,
+      queuedTxns: this.#queuedTxns,
+      queuedBytes: this.#queuedBytes,
+      applying: this.#applying,
+      lockWaitMs: this.#lockWaitMs,
+      maxLockWaitMs: this.#maxLockWaitMs,
+      batches: this.#batches,
+      txnsApplied: this.#txnsApplied,
+      lastApply: this.#lastApply,
+      diverged: this.#cursor.diverged,
+      error: this.#error?.message ?? null,
+      startup: this.#startup,
+    };
+  }
+
+  /**
+   * Queues `txns` (ordered by seq, of one generation) and resolves with the
+   * position once all of them are committed. Seqs at or below the applied
+   * seq are skipped, so re-sending after a reconnect is harmless.
+   *
+   * Rejects with DivergedError when a checksum mismatches (the seqs before
+   * it are still committed), SnapshotRequiredError for another generation,
+   * InvalidTxnError for a malformed batch, ApplyFailedError on I/O failure
+   * (the batch is rolled back), ClosedError after close.
+   */
+  async apply(generation: string, txns: readonly Txn[]): Promise<ReplicaPosition> {
+    this.#checkUsable();
+    if (!isGeneration(generation)) throw new InvalidTxnError(`generation must be 32 hex digits, received ${JSON.stringify(generation)}`);
+    let bytes = 0;
+    let prev = -1;
+    for (const t of txns) {
+      if (!(t.seq > prev)) throw new InvalidTxnError(`txns must be ordered by strictly increasing seq, seq ${t.seq} follows ${prev}`);
+      prev = t.seq;
+      for (const p of t.pages) bytes += p.data.length;
+    }
+    if (txns.length === 0) return this.position;
+    while (this.#queuedBytes > 0 && this.#queuedBytes + bytes > this.#options.maxQueuedBytes) {
+      await new Promise<void>((resolve) => this.#room.push(resolve));
+      this.#checkUsable();
+    }
+    return new Promise<ReplicaPosition>((resolve, reject) => {
+      this.#queue.push({ generation, txns, bytes, resolve, reject });
+      this.#queuedBytes += bytes;
+      this.#queuedTxns += txns.length;
+      this.#pump();
+    });
+  }
+
+  /** Resolves when the queue is empty and no batch is in flight. */
+  whenIdle(): Promise<void> {
+    return this.#applying || this.#queue.length > 0 ? this.#idle : Promise.resolve();
+  }
+
+  /** Writes the durable seq the tracker allows now (call after durability.release / clearGap). */
+  async syncDurable(): Promise<ReplicaPosition> {
+    this.#checkUsable();
+    const target = this.#durability.noteApplied(this.#cursor.appliedSeq);
+    if (target !== this.#cursor.durableSeq) {
+      this.#cursor = await this.#applier.setDurable(target);
+      this.emit('durable', { ns: this.name, durableSeq: this.#cursor.durableSeq });
+    }
+    return this.position;
+  }
+
+  /** Rejects queued calls, waits for the batch in flight, and stops the worker. The database descriptor stays open. */
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return;
+    const queued = this.#queue.splice(0);
+    for (const item of queued) item.reject(new ClosedError(`namespace ${this.name} closed`));
+    this.#queuedBytes = 0;
+    this.#queuedTxns = 0;
+    await this.#idle.catch(() => {});
+    this.#state = 'closed';
+    for (const wake of this.#room.splice(0)) wake();
+    await this.#applier.close();
+  }
+
+  #checkUsable(): void {
+    if (this.#state === 'closed') throw new ClosedError(`namespace ${this.name} is closed`);
+    if (this.#state === 'diverged') {
+      const d = this.#cursor.diverged;
+      throw new DivergedError(`namespace ${this.name} diverged at seq ${d?.seq ?? '?'}; a snapshot is required before applying`);
+    }
+    if (this.#state === 'failed') throw new ApplyFailedError(`namespace ${this.name} failed: ${this.#error?.message ?? 'unknown error'}; reopen it`);
+  }
+
+  #pump(): void {
+    if (this.#applying || this.#queue.length === 0 || this.#state !== 'ready') return;
+    const items: QueueItem[] = [this.#queue.shift()!];
+    let txnCount = items[0]!.txns.length;
+    let bytes = items[0]!.bytes;
+    while (this.#queue.length > 0) {
+      const next = this.#queue[0]!;
+      if (next.generation !== items[0]!.generation) break;
+      if (txnCount + next.txns.length > this.#options.maxBatchTxns || bytes + next.bytes > this.#options.maxBatchBytes) break;
+      items.push(this.#queue.shift()!);
+      txnCount += next.txns.length;
+      bytes += next.bytes;
+    }
+    this.#applying = true;
+    if (this.#idleResolve === null) this.#idle = new Promise((resolve) => (this.#idleResolve = resolve));
+    void this.#run(items, txnCount, bytes);
+  }
+
+  async #run(items: QueueItem[], txnCount: number, bytes: number): Promise<void> {
+    // Calls may overlap (a re-send); keep seqs strictly increasing within the batch.
+    const txns: Txn[] = [];
+    for (const item of items) for (const t of item.txns) if (txns.length === 0 || t.seq > txns[txns.length - 1]!.seq) txns.push(t);
+    // One journal holds at most maxBatchTxns seqs; a single call larger than that is split.
+    let error: Error | null = null;
+    try {
+      for (let i = 0; i < txns.length && error === null; ) {
+        let j = i;
+        let chunkBytes = 0;
+        while (j < txns.length && j - i < this.#options.maxBatchTxns) {
+          const tb = txns[j]!.pages.reduce((n, p) => n + p.data.length, 0);
+          if (j > i && chunkBytes + tb > this.#options.maxBatchBytes) break;
+          chunkBytes += tb;
+          j++;
+        }
+        const result = await this.#applier.apply(items[0]!.generation, txns.slice(i, j), this.#durability.capFor(txns[j - 1]!.seq));
+        this.#afterBatch(result);
+        if (result.diverged !== null) error = new DivergedError(`seq ${result.diverged.seq}: ${result.diverged.reason} (expected ${result.diverged.expected}, computed ${result.diverged.actual})`);
+        i = j;
+      }
+    } catch (err) {
+      error = err as Error;
+      if (err instanceof ApplyFailedError) {
+        this.#error = err;
+        this.#state = 'failed';
+        this.#log.error({ err }, 'apply failed; namespace stopped');
+        this.emit('failed', { ns: this.name, error: err });
+      }
+    }
+    this.#queuedBytes -= bytes;
+    this.#queuedTxns -= txnCount;
+    const applied = this.#cursor.appliedSeq;
+    for (const item of items) {
+      const last = item.txns[item.txns.length - 1]!.seq;
+      if (error === null || last <= applied) item.resolve(this.position);
+      else item.reject(error);
+    }
+    if (this.#state !== 'ready') {
+      const stopped = error ?? new ClosedError(`namespace ${this.name} is ${this.#state}`);
+      for (const item of this.#queue.splice(0)) item.reject(stopped);
+      this.#queuedBytes = 0;
+      this.#queuedTxns = 0;
+    }
+    this.#applying = false;
+    this.#lockWaitMs = 0;
+    for (const wake of this.#room.splice(0)) wake();
+    if (this.#queue.length > 0 && this.#state === 'ready') {
+      this.#pump();
+    } else {
+      const done = this.#idleResolve;
+      this.#idleResolve = null;
+      done?.();
+    }
+  }
+
+  #afterBatch(result: ApplyResult): void {
+    const before = this.#cursor;
+    this.#cursor = result.cursor;
+    if (result.lockWaitMs >= this.#options.lockWaitWarnMs) {
+      this.#log.warn({ lockWaitMs: Math.round(result.lockWaitMs), seq: result.cursor.appliedSeq }, 'apply resumed after waiting for readers');
+    }
+    this.#maxLockWaitMs = Math.max(this.#maxLockWaitMs, result.lockWaitMs);
+    if (result.txnsApplied > 0) {
+      this.#batches++;
+      this.#txnsApplied += result.txnsApplied;
+      this.#durability.noteApplied(result.cursor.appliedSeq);
+      this.#durability.noteDurable(result.cursor.durableSeq);
+      this.#lastApply = {
+        seq: result.cursor.appliedSeq,
+        txns: result.txnsApplied,
+        pages: result.pagesWritten,
+        bytes: result.bytesWritten,
+        lockWaitMs: result.lockWaitMs,
+        ms: result.totalMs,
+        at: Date.now(),
+      };
+      this.#log.debug(this.#lastApply, 'batch applied');
+      this.emit('applied', {
+        ns: this.name,
+        ...this.position,
+        txns: result.txnsApplied,
+        pages: result.pagesWritten,
+        bytes: result.bytesWritten,
+        lockWaitMs: result.lockWaitMs,
+        ms: result.totalMs,
+      });
+      if (result.cursor.durableSeq !== before.durableSeq) this.emit('durable', { ns: this.name, durableSeq: result.cursor.durableSeq });
+    }
+    if (result.diverged !== null) this.#announceDiverged(result.diverged);
+  }
+
+  #announceDiverged(d: DivergedState): void {
+    this.#state = 'diverged';
+    this.#log.error({ seq: d.seq, expected: d.expected, actual: d.actual, reason: d.reason }, 'replica diverged; applying stopped, snapshot requested');
+    this.emit('diverged', { ns: this.name, ...d });
+    this.emit('snapshot-request', { ns: this.name, reason: `diverged at seq ${d.seq}: ${d.reason}`, appliedSeq: this.#cursor.appliedSeq });
+  }
+
+  #onLockWait(waitedMs: number): void {
+    this.#lockWaitMs = waitedMs;
+    this.#maxLockWaitMs = Math.max(this.#maxLockWaitMs, waitedMs);
+    if (waitedMs >= this.#options.lockWaitWarnMs) {
+      this.#log.warn({ waitedMs: Math.round(waitedMs) }, 'apply delayed: readers hold the database lock');
+      this.emit('apply-delayed', { ns: this.name, waitedMs });
+    }
+  }
+}
