@@ -291,3 +291,25 @@ export const CloseCode = {
   STALLED: 4005,
   CHECKSUM_MISMATCH: 4006,
 } as const;
+
+/**
+ * The close code a peer uses after rejecting a message with `code`
+ * (errors.ts). Unlisted protocol failures close with 1002.
+ */
+export function closeCodeFor(code: string): number {
+  switch (code) {
+    case 'WALWIRE_ERR_MESSAGE_TOO_LARGE':
+      return CloseCode.MESSAGE_TOO_BIG;
+    case 'WALWIRE_ERR_UNSUPPORTED_VERSION':
+      return CloseCode.UNSUPPORTED_VERSION;
+    case 'WALWIRE_ERR_UNKNOWN_NAMESPACE':
+    case 'WALWIRE_ERR_INVALID_NAMESPACE':
+      return CloseCode.UNKNOWN_NAMESPACE;
+    case 'WALWIRE_ERR_FRAME_CHECKSUM':
+      return CloseCode.CHECKSUM_MISMATCH;
+    case 'WALWIRE_ERR_TIMEOUT':
+      return CloseCode.HANDSHAKE_TIMEOUT;
+    default:
+      return CloseCode.PROTOCOL_ERROR;
+  }
+}
