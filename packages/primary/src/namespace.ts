@@ -1,0 +1,497 @@
+/**
+ * PrimaryNamespace: one replicated database. It glues the WalTailer, the
+ * ReplicationLog and the incremental DatabaseChecksum together, owns the
+ * generation decision (invariant 6), and runs its checkpoint procedure for
+ * the Checkpointer.
+ *
+ * Every step that reads the WAL or appends to the log runs under one
+ * per-namespace mutex, so the tailer state, the checksum and the log head
+ * always describe the same position.
+ */
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import {
+  DatabaseChecksum,
+  EMPTY_CHECKSUM,
+  UnknownNamespaceError,
+  WAL_FRAME_HEADER_BYTES,
+  initialWalState,
+  scanWalFrames,
+  type PageImage,
+  type WalCommit,
+  type WalScanState,
+} from '@walwire/protocol';
+import type { Logger } from '@walwire/runtime';
+import type { CheckpointStatus, Checkpointer, RunCheckpoint } from './checkpointer.js';
+import { checksumDatabaseImage, databaseDescriptor } from './database-file.js';
+import { NO_WAL_POSITION, type LogRecord, type WalPosition } from './log-record.js';
+import type { ResolvedPrimaryOptions } from './options.js';
+import { ReplicationLog } from './replication-log.js';
+import { DiscontinuityError, WalTailer, type TailRead } from './wal-tailer.js';
+
+/** A position in a namespace's log: the checksum is the database checksum after `seq`. */
+export interface Position {
+  readonly generation: string;
+  readonly seq: number;
+  readonly checksum: string;
+}
+
+export interface GenerationEvent {
+  readonly ns: string;
+  readonly generation: string;
+  readonly previous: string | null;
+  readonly reason: string;
+  /** Database state at seq 0 of the new generation. */
+  readonly checksum: string;
+  readonly commitSize: number;
+  readonly pageSize: number;
+}
+
+export type NamespaceState = 'starting' | 'running' | 'failed' | 'closed';
+
+export interface NamespaceStatus {
+  readonly name: string;
+  readonly path: string;
+  readonly state: NamespaceState;
+  readonly generation: string | null;
+  readonly headSeq: number;
+  readonly firstSeq: number;
+  readonly checksum: string | null;
+  readonly commitSize: number;
+  readonly walBytes: number;
+  readonly lastError: string | null;
+  readonly checkpoint: CheckpointStatus | null;
+}
+
+export interface NamespaceHooks {
+  readonly onRecord: (ns: string, record: LogRecord) => void;
+  readonly onGeneration: (event: GenerationEvent) => void;
+  readonly onError: (ns: string, error: Error) => void;
+}
+
+function walPosition(state: WalScanState | undefined): WalPosition {
+  if (state === undefined) return NO_WAL_POSITION;
+  return { salt1: state.header.salt1, salt2: state.header.salt2, offset: state.offset, chain: [state.checksum[0], state.checksum[1]] };
+}
+
+/** The cumulative checksum stored in a frame's header (§4.1: bytes 16–23). */
+function frameChain(commit: WalCommit): [number, number] {
+  const page = commit.frames.at(-1)!.page;
+  const view = new DataView(page.buffer, page.byteOffset - WAL_FRAME_HEADER_BYTES, WAL_FRAME_HEADER_BYTES);
+  return [view.getUint32(16, false), view.getUint32(20, false)];
+}
+
+export class PrimaryNamespace {
+  readonly name: string;
+  readonly path: string;
+  readonly #options: ResolvedPrimaryOptions;
+  readonly #logger: Logger;
+  readonly #hooks: NamespaceHooks;
+  readonly #checkpointer: Checkpointer;
+  readonly #control: Database.Database;
+  readonly #tailer: WalTailer;
+  readonly #log: ReplicationLog;
+  readonly #fd: number;
+  #checksum = new DatabaseChecksum(16);
+  #commitSize = 0;
+  #pageSize: number;
+  #state: NamespaceState = 'starting';
+  #lastError: string | null = null;
+  #mutex: Promise<unknown> = Promise.resolve();
+  #polling = false;
+  #dirty = false;
+  #framesSinceCheckpoint = 0;
+  #walBytes = 0;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #retryDelay: number;
+  #emitNext = 1;
+  readonly #ready = new Map<number, LogRecord>();
+
+  private constructor(name: string, path: string, options: ResolvedPrimaryOptions, control: Database.Database, log: ReplicationLog, checkpointer: Checkpointer, hooks: NamespaceHooks, logger: Logger) {
+    this.name = name;
+    this.path = path;
+    this.#options = options;
+    this.#logger = logger;
+    this.#hooks = hooks;
+    this.#checkpointer = checkpointer;
+    this.#control = control;
+    this.#log = log;
+    this.#pageSize = control.pragma('page_size', { simple: true }) as number;
+    this.#fd = databaseDescriptor(path);
+    this.#retryDelay = options.namespaceRetryMs;
+    this.#tailer = new WalTailer(control, {
+      dbPath: path,
+      walReadBytes: options.walReadBytes,
+      walStallTimeoutMs: options.walStallTimeoutMs,
+      sealTimeoutMs: options.sealTimeoutMs,
+    });
+  }
+
+  /**
+   * Opens the database (creating it when configured), switches it to WAL
+   * mode, recovers the log, and establishes the position (possibly a new
+   * generation). Then tails.
+   */
+  static async open(name: string, options: ResolvedPrimaryOptions, checkpointer: Checkpointer, hooks: NamespaceHooks, logger: Logger): Promise<PrimaryNamespace> {
+    const config = options.namespaces.get(name);
+    if (config === undefined) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not configured`);
+    if (!config.create && !existsSync(config.path)) {
+      throw new UnknownNamespaceError(`namespace ${name}: database ${config.path} does not exist and create is false`);
+    }
+    mkdirSync(dirname(config.path), { recursive: true });
+    const control = new Database(config.path, { fileMustExist: !config.create, timeout: 0 });
+    let log: ReplicationLog | undefined;
+    try {
+      // busy_timeout 0 here: this connection only takes the write lock
+      // through the non-blocking retry loop of WalTailer.seal.
+      if ((control.pragma('journal_mode', { simple: true }) as string).toLowerCase() !== 'wal') {
+        control.pragma('busy_timeout = 5000');
+        control.pragma('journal_mode = WAL');
+        control.pragma('busy_timeout = 0');
+      }
+      log = await ReplicationLog.open({ dir: join(options.dataDir, name, 'log'), segmentBytes: options.segmentBytes, logger });
+      const ns = new PrimaryNamespace(name, config.path, options, control, log, checkpointer, hooks, logger);
+      checkpointer.register(name, (run) => ns.#checkpoint(run));
+      await ns.#exclusive(() => ns.#establish(undefined));
+      ns.#state = 'running';
+      ns.#tailer.watch(options.pollIntervalMs, () => ns.#onChange());
+      return ns;
+    } catch (err) {
+      checkpointer.unregister(name);
+      await log?.close().catch(() => undefined);
+      control.close();
+      throw err;
+    }
+  }
+
+  get state(): NamespaceState {
+    return this.#state;
+  }
+
+  get log(): ReplicationLog {
+    return this.#log;
+  }
+
+  /** The newest durable position. */
+  head(): Position {
+    const head = this.#log.head;
+    return { generation: this.#log.generation ?? '', seq: head?.seq ?? 0, checksum: head?.checksum ?? EMPTY_CHECKSUM };
+  }
+
+  status(): NamespaceStatus {
+    const head = this.#log.head;
+    return {
+      name: this.name,
+      path: this.path,
+      state: this.#state,
+      generation: this.#log.generation ?? null,
+      headSeq: head?.seq ?? 0,
+      firstSeq: this.#log.firstSeq,
+      checksum: head?.checksum ?? null,
+      commitSize: head?.commitSize ?? 0,
+      walBytes: this.#walBytes,
+      lastError: this.#lastError,
+      checkpoint: this.#checkpointer.status(this.name) ?? null,
+    };
+  }
+
+  async appendBlobPut(event: { blobId: string; size: number; sha256: string }): Promise<LogRecord> {
+    const record = await this.#log.appendBlobPut(event);
+    this.#emit(record);
+    return record;
+  }
+
+  async appendBlobDelete(blobId: string): Promise<LogRecord> {
+    const record = await this.#log.appendBlobDelete(blobId);
+    this.#emit(record);
+    return record;
+  }
+
+  /** Stops watching; in-flight reads finish. Part one of shutdown. */
+  async stopTailing(): Promise<void> {
+    if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    const wasRunning = this.#state === 'running';
+    this.#state = 'closed';
+    // A last read so that commits made up to now are logged.
+    await this.#exclusive(async () => {
+      if (wasRunning) await this.#ingest(await this.#tailer.readNew()).catch(() => undefined);
+    });
+  }
+
+  /** Closes the tailer, the log and the connections. Part two of shutdown (after checkpoints drained). */
+  async close(): Promise<void> {
+    this.#state = 'closed';
+    this.#checkpointer.unregister(this.name);
+    await this.#exclusive(async () => {
+      await this.#tailer.close();
+      await this.#log.close();
+      this.#control.close();
+    });
+  }
+
+  // -------------------------------------------------------------------------
+
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#mutex.then(fn, fn);
+    this.#mutex = run.catch(() => undefined);
+    return run;
+  }
+
+  #onChange(): void {
+    if (this.#state !== 'running') return;
+    if (this.#polling) {
+      this.#dirty = true;
+      return;
+    }
+    this.#polling = true;
+    void this.#exclusive(async () => {
+      do {
+        this.#dirty = false;
+        if (this.#state !== 'running') return;
+        await this.#ingest(await this.#tailer.readNew());
+      } while (this.#dirty);
+    })
+      .catch((err: unknown) => this.#handleError(err))
+      .finally(() => {
+        this.#polling = false;
+      });
+  }
+
+  #handleError(err: unknown): void {
+    if (this.#state === 'closed') return;
+    if (err instanceof DiscontinuityError) {
+      this.#logger.warn({ ns: this.name, reason: err.message }, 'WAL continuity lost while running');
+      void this.#exclusive(() => this.#establish(err.message)).catch((e: unknown) => this.#fail(e));
+      return;
+    }
+    this.#fail(err);
+  }
+
+  /** Marks the namespace failed and retries from a fresh establish after a backoff. */
+  #fail(err: unknown): void {
+    if (this.#state === 'closed') return;
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.#state = 'failed';
+    this.#lastError = `${(error as { code?: string }).code ?? error.name}: ${error.message}`;
+    this.#logger.error({ ns: this.name, err: this.#lastError, retryInMs: this.#retryDelay }, 'namespace failed; other namespaces are unaffected');
+    this.#hooks.onError(this.name, error);
+    if (this.#retryTimer !== undefined) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      if (this.#state !== 'failed') return;
+      void this.#exclusive(() => this.#establish(`recovering after an error: ${this.#lastError}`)).then(
+        () => {
+          if (this.#state !== 'failed') return;
+          this.#state = 'running';
+          this.#lastError = null;
+          this.#retryDelay = this.#options.namespaceRetryMs;
+          this.#logger.info({ ns: this.name }, 'namespace recovered');
+        },
+        (e: unknown) => {
+          this.#retryDelay = Math.min(this.#retryDelay * 2, 30_000);
+          this.#fail(e);
+        },
+      );
+    }, this.#retryDelay);
+    this.#retryTimer.unref();
+  }
+
+  /**
+   * Finds where the log stands relative to the database (start-up, and after
+   * a discontinuity or an error). Under the seal it reads the whole WAL and
+   * pins; then it checksums the whole image (database file + WAL overlay).
+   *
+   * Continuity is proven when the WAL still holds, with the same salts, the
+   * very frames the log ends at (same offset and cumulative checksum, §4.3):
+   * then every commit after that offset is appended as one seq whose
+   * checksum is the image's. It is also kept when the WAL holds no frame
+   * and the image checksum equals the log head's (nothing changed; e.g. the
+   * last connection deleted the WAL on close). In every other case a new
+   * generation starts from this image, and the reason is logged.
+   *
+   * `forcedReason` (a discontinuity seen while running) skips the proof.
+   */
+  async #establish(forcedReason: string | undefined): Promise<void> {
+    const snap = await this.#tailer.establish();
+    const header = snap.header;
+    if (header !== undefined) this.#pageSize = header.pageSize;
+    const full = header === undefined ? undefined : scanWalFrames(snap.bytes, 0, initialWalState(header));
+    const commits = full?.commits ?? [];
+    const overlay = new Map<number, Uint8Array>();
+    for (const c of commits) for (const f of c.frames) overlay.set(f.pgno, f.page);
+    const commitSize = snap.pageCount;
+    const image = await checksumDatabaseImage(this.#fd, this.#pageSize, commitSize, overlay);
+    this.#walBytes = snap.bytes.length;
+    const generation = this.#log.generation;
+    const head = this.#log.head;
+    let reason = forcedReason;
+    let after: WalCommit[] = [];
+    if (generation === undefined || head === undefined) {
+      reason = 'first start: the log is empty';
+    } else if (reason === undefined) {
+      const w = head.wal;
+      let proven = false;
+      if (header === undefined || w.offset < 32) {
+        reason = header === undefined ? 'the WAL is missing or empty' : 'the log holds no WAL position';
+      } else if (w.salt1 !== header.salt1 || w.salt2 !== header.salt2) {
+        reason = `WAL salts changed from ${w.salt1}/${w.salt2} to ${header.salt1}/${header.salt2} while the daemon was stopped (restarted or truncated by another process)`;
+      } else if (snap.bytes.length < w.offset) {
+        reason = `the WAL is ${snap.bytes.length} bytes, shorter than the logged offset ${w.offset}`;
+      } else {
+        const prefix = scanWalFrames(snap.bytes.subarray(0, w.offset), 0, initialWalState(header));
+        if (prefix.state.offset !== w.offset || prefix.state.checksum[0] !== w.chain[0] || prefix.state.checksum[1] !== w.chain[1]) {
+          reason = `WAL frames up to the logged offset ${w.offset} were overwritten (checksum chain differs)`;
+        } else {
+          proven = true;
+          after = commits.filter((c) => c.endOffset > w.offset);
+          if (after.length === 0 && image.value !== head.checksum) {
+            proven = false;
+            reason = `the database checksum ${image.value} differs from the log head's ${head.checksum} with no new WAL frame`;
+          }
+        }
+      }
+      if (!proven && commits.length === 0 && image.value === head.checksum && commitSize === head.commitSize) {
+        this.#logger.info({ ns: this.name, generation, seq: head.seq, why: reason }, 'WAL position changed while stopped, database content unchanged: generation continues');
+        reason = undefined;
+      } else if (proven) {
+        reason = undefined;
+      }
+    }
+    this.#tailer.state = full?.state;
+    this.#ready.clear();
+    this.#emitNext = (this.#log.head?.seq ?? 0) + 1;
+    this.#checksum = image;
+    this.#commitSize = commitSize;
+    if (reason !== undefined) {
+      const previous = generation ?? null;
+      const next = randomBytes(16).toString('hex');
+      await this.#log.startGeneration({
+        generation: next,
+        checksum: image.value,
+        commitSize,
+        pageSize: this.#pageSize,
+        wal: walPosition(full?.state),
+        reason,
+      });
+      this.#emitNext = 1;
+      this.#logger.warn({ ns: this.name, generation: next, previous, reason, checksum: image.value, commitSize }, 'new generation');
+      this.#hooks.onGeneration({ ns: this.name, generation: next, previous, reason, checksum: image.value, commitSize, pageSize: this.#pageSize });
+    } else if (after.length > 0) {
+      // Commits made while the daemon was stopped: one seq, since only the
+      // state after the last of them is known (the image).
+      const record = await this.#log.appendTxn(
+        { commitSize, checksum: image.value, commitTime: Date.now(), pages: dedupe(after, commitSize) },
+        after.length,
+        walPosition(full?.state),
+      );
+      this.#emit(record);
+    }
+  }
+
+  /** Turns commits read by the tailer into seqs, appends them durably, and emits them. */
+  async #ingest(read: TailRead): Promise<void> {
+    this.#walBytes = read.walBytes;
+    if (read.newIncarnation) {
+      this.#logger.debug({ ns: this.name, salt1: read.state?.header.salt1 }, 'WAL restarted or truncated; every frame before it was read (pinned)');
+    }
+    if (read.commits.length === 0) return;
+    const header = read.state!.header;
+    const groups: WalCommit[][] = [];
+    let group: WalCommit[] = [];
+    let pages = new Set<number>();
+    for (const c of read.commits) {
+      for (const f of c.frames) pages.add(f.pgno);
+      group.push(c);
+      if (pages.size * header.pageSize >= this.#options.maxSeqBytes) {
+        groups.push(group);
+        group = [];
+        pages = new Set();
+      }
+    }
+    if (group.length > 0) groups.push(group);
+    const appends: Promise<LogRecord>[] = [];
+    let frames = 0;
+    for (const g of groups) {
+      const last = g.at(-1)!;
+      const seqPages = dedupe(g, last.commitSize);
+      for (const p of seqPages) this.#checksum.setPage(p.pgno, p.data);
+      this.#checksum.truncate(last.commitSize);
+      this.#commitSize = last.commitSize;
+      for (const c of g) frames += c.frames.length;
+      const chain = frameChain(last);
+      const wal: WalPosition = { salt1: header.salt1, salt2: header.salt2, offset: last.endOffset, chain };
+      appends.push(this.#log.appendTxn({ commitSize: last.commitSize, checksum: this.#checksum.value, commitTime: Date.now(), pages: seqPages }, g.length, wal));
+    }
+    const records = await Promise.all(appends);
+    for (const r of records) this.#emit(r);
+    this.#framesSinceCheckpoint += frames;
+    if (this.#framesSinceCheckpoint >= this.#options.checkpointPages || read.walBytes > this.#options.walTruncateBytes) {
+      this.#checkpointer.schedule(this.name);
+    }
+  }
+
+  /** Emits records strictly in seq order, whatever order their appends resolved in. */
+  #emit(record: LogRecord): void {
+    if (record.generation !== this.#log.generation) return;
+    this.#ready.set(record.seq, record);
+    for (let r = this.#ready.get(this.#emitNext); r !== undefined; r = this.#ready.get(this.#emitNext)) {
+      this.#ready.delete(this.#emitNext);
+      this.#emitNext++;
+      this.#hooks.onRecord(this.name, r);
+    }
+  }
+
+  /**
+   * The checkpoint procedure (Checkpointer job), never a RESTART:
+   * 1. re-pin and log what is new, then PASSIVE without any lock: copies
+   *    the bulk of the frames while writers keep going;
+   * 2. seal (write lock), log the remaining frames durably, drop the pins,
+   *    PASSIVE again (now every frame is in the log and no reader holds
+   *    the WAL, so all of it is copied), pin again, unseal. SQLite can then
+   *    restart the WAL at the next write, and the next pin is in slot 0;
+   * 3. above walTruncateBytes, TRUNCATE: it can only complete when no frame
+   *    exists beyond what was read (our slot-0 pin blocks copying any later
+   *    frame), so it never discards an unread frame; when it cannot, it
+   *    reports busy and is retried at the next checkpoint.
+   */
+  async #checkpoint(run: RunCheckpoint): Promise<void> {
+    if (this.#state !== 'running') return;
+    await this.#exclusive(async () => this.#ingest(await this.#tailer.repin()));
+    await run(this.path, 'PASSIVE');
+    if (this.#state !== 'running') return;
+    const truncate = this.#walBytes > this.#options.walTruncateBytes;
+    await this.#exclusive(async () => {
+      await this.#tailer.seal();
+      try {
+        await this.#ingest(await this.#tailer.readNew());
+        this.#tailer.releasePins();
+        await run(this.path, 'PASSIVE');
+      } finally {
+        // Pinning rule 2: never leave the seal without a pin.
+        try {
+          this.#tailer.pinSealed();
+        } finally {
+          this.#tailer.unseal();
+        }
+      }
+    });
+    this.#framesSinceCheckpoint = 0;
+    if (truncate && this.#state === 'running') {
+      const r = await run(this.path, 'TRUNCATE');
+      this.#logger.info({ ns: this.name, walBytes: this.#walBytes, busy: r.busy }, r.busy ? 'TRUNCATE checkpoint deferred: frames not yet read or readers active' : 'WAL truncated');
+    }
+  }
+}
+
+/** Pages of consecutive commits, deduplicated (last version wins), none beyond `commitSize`. */
+function dedupe(commits: readonly WalCommit[], commitSize: number): PageImage[] {
+  const latest = new Map<number, Uint8Array>();
+  for (const c of commits) for (const f of c.frames) latest.set(f.pgno, f.page);
+  const pages: PageImage[] = [];
+  for (const [pgno, data] of latest) if (pgno <= commitSize) pages.push({ pgno, data });
+  pages.sort((a, b) => a.pgno - b.pgno);
+  return pages;
+}

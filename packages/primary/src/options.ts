@@ -1,0 +1,190 @@
+/**
+ * Primary options: every limit and timeout, its default, and validation.
+ * Validation messages name the option and the value received
+ * (WALWIRE_ERR_INVALID_OPTION), as everywhere in walwire.
+ */
+import { InvalidOptionError, assertNamespace, checkIntegerOption, describe } from '@walwire/protocol';
+import type { Logger } from '@walwire/runtime';
+
+/** One replicated database. */
+export interface NamespaceConfig {
+  /** Path of the SQLite database file. */
+  readonly path: string;
+  /**
+   * Create the database when the file does not exist. When false, a missing
+   * file is an error.
+   * @default true
+   */
+  readonly create?: boolean;
+}
+
+/** Tuning shared by every namespace of a primary. All fields are optional. */
+export interface PrimaryLimits {
+  /**
+   * Interval of the polling fallback that looks for new WAL frames when
+   * fs.watch misses an event (or is unavailable).
+   * @default 50
+   */
+  readonly pollIntervalMs: number;
+  /**
+   * A seq holds whole commits read together; a new seq starts once the
+   * distinct pages of the current one exceed this many bytes. A single
+   * commit larger than this is one seq on its own.
+   * @default 8388608 (8 MiB)
+   */
+  readonly maxSeqBytes: number;
+  /**
+   * Largest number of bytes the tailer reads from the WAL in one read call.
+   * @default 16777216 (16 MiB)
+   */
+  readonly walReadBytes: number;
+  /**
+   * A checkpoint is scheduled once this many WAL frames were logged since the
+   * namespace's last checkpoint (PASSIVE).
+   * @default 1000
+   */
+  readonly checkpointPages: number;
+  /**
+   * When the WAL file is larger than this, the checkpoint also tries TRUNCATE
+   * (it succeeds only when no frame would be lost; otherwise it is retried
+   * at the next checkpoint).
+   * @default 67108864 (64 MiB)
+   */
+  readonly walTruncateBytes: number;
+  /**
+   * At most this many checkpoints run at once across all namespaces, each in
+   * its own worker thread.
+   * @default 2
+   */
+  readonly checkpointConcurrency: number;
+  /**
+   * First delay before retrying a failed checkpoint; doubled after each
+   * consecutive failure up to `checkpointBackoffMaxMs`.
+   * @default 200
+   */
+  readonly checkpointBackoffMs: number;
+  /**
+   * Longest delay between checkpoint retries.
+   * @default 30000
+   */
+  readonly checkpointBackoffMaxMs: number;
+  /**
+   * After this many consecutive checkpoint failures the namespace is marked
+   * degraded (status and logs) until a checkpoint succeeds again.
+   * @default 3
+   */
+  readonly degradedAfterErrors: number;
+  /**
+   * SQLite busy timeout of the checkpoint worker's connection (it waits for
+   * the write lock and for readers there, never on the main thread).
+   * @default 1000
+   */
+  readonly checkpointBusyTimeoutMs: number;
+  /**
+   * How long the seal (taking SQLite's write lock with BEGIN IMMEDIATE,
+   * polled without blocking the event loop) may wait for other writers.
+   * @default 10000
+   */
+  readonly sealTimeoutMs: number;
+  /**
+   * A WAL frame whose checksum stays wrong for this long while later bytes
+   * exist is reported as a corrupt WAL (a frame being written resolves in
+   * microseconds).
+   * @default 5000
+   */
+  readonly walStallTimeoutMs: number;
+  /**
+   * Delay before a failed namespace retries from scratch; doubled after each
+   * failure up to 30 s.
+   * @default 1000
+   */
+  readonly namespaceRetryMs: number;
+  /**
+   * Size at which the replication log starts a new segment file.
+   * @default 67108864 (64 MiB)
+   */
+  readonly segmentBytes: number;
+}
+
+export interface PrimaryOptions extends Partial<PrimaryLimits> {
+  /** Directory for the replication logs: one sub-directory per namespace. */
+  readonly dataDir: string;
+  /** Namespace name → database. Names match `[a-z0-9][a-z0-9_-]{0,63}`. */
+  readonly namespaces: Readonly<Record<string, NamespaceConfig>>;
+  /** pino logger; silent when omitted. */
+  readonly logger?: Logger;
+}
+
+export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
+  pollIntervalMs: 50,
+  maxSeqBytes: 8 * 1024 * 1024,
+  walReadBytes: 16 * 1024 * 1024,
+  checkpointPages: 1000,
+  walTruncateBytes: 64 * 1024 * 1024,
+  checkpointConcurrency: 2,
+  checkpointBackoffMs: 200,
+  checkpointBackoffMaxMs: 30_000,
+  degradedAfterErrors: 3,
+  checkpointBusyTimeoutMs: 1000,
+  sealTimeoutMs: 10_000,
+  walStallTimeoutMs: 5000,
+  namespaceRetryMs: 1000,
+  segmentBytes: 64 * 1024 * 1024,
+});
+
+export interface ResolvedPrimaryOptions extends PrimaryLimits {
+  readonly dataDir: string;
+  readonly namespaces: ReadonlyMap<string, Required<NamespaceConfig>>;
+}
+
+/** Fills defaults and validates every option; throws WALWIRE_ERR_INVALID_OPTION / _INVALID_NAMESPACE. */
+export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidOptionError(`primary options must be an object, received ${describe(options)}`);
+  }
+  if (typeof options.dataDir !== 'string' || options.dataDir === '') {
+    throw new InvalidOptionError(`option dataDir must be a non-empty path, received ${describe(options.dataDir)}`);
+  }
+  if (typeof options.namespaces !== 'object' || options.namespaces === null) {
+    throw new InvalidOptionError(`option namespaces must map names to { path }, received ${describe(options.namespaces)}`);
+  }
+  const namespaces = new Map<string, Required<NamespaceConfig>>();
+  for (const [name, config] of Object.entries(options.namespaces)) {
+    assertNamespace(name);
+    if (typeof config !== 'object' || config === null || typeof config.path !== 'string' || config.path === '') {
+      throw new InvalidOptionError(`option namespaces.${name}.path must be a non-empty path, received ${describe(config?.path)}`);
+    }
+    if (config.create !== undefined && typeof config.create !== 'boolean') {
+      throw new InvalidOptionError(`option namespaces.${name}.create must be a boolean, received ${describe(config.create)}`);
+    }
+    namespaces.set(name, { path: config.path, create: config.create ?? true });
+  }
+  const paths = new Set<string>();
+  for (const [name, config] of namespaces) {
+    if (paths.has(config.path)) {
+      throw new InvalidOptionError(`option namespaces.${name}.path names a database another namespace already uses, received ${describe(config.path)}`);
+    }
+    paths.add(config.path);
+  }
+  const limits: PrimaryLimits = { ...DEFAULT_PRIMARY_LIMITS };
+  for (const key of Object.keys(DEFAULT_PRIMARY_LIMITS) as (keyof PrimaryLimits)[]) {
+    const value = options[key];
+    if (value !== undefined) (limits as { -readonly [K in keyof PrimaryLimits]: number })[key] = value;
+  }
+  const MiB = 1024 * 1024;
+  checkIntegerOption('pollIntervalMs', limits.pollIntervalMs, 1, 60_000);
+  checkIntegerOption('maxSeqBytes', limits.maxSeqBytes, 64 * 1024, 1024 * MiB);
+  checkIntegerOption('walReadBytes', limits.walReadBytes, 128 * 1024, 1024 * MiB);
+  checkIntegerOption('checkpointPages', limits.checkpointPages, 1, 1 << 30);
+  checkIntegerOption('walTruncateBytes', limits.walTruncateBytes, 0, Number.MAX_SAFE_INTEGER);
+  checkIntegerOption('checkpointConcurrency', limits.checkpointConcurrency, 1, 64);
+  checkIntegerOption('checkpointBackoffMs', limits.checkpointBackoffMs, 1, 3_600_000);
+  checkIntegerOption('checkpointBackoffMaxMs', limits.checkpointBackoffMaxMs, limits.checkpointBackoffMs, 3_600_000);
+  checkIntegerOption('degradedAfterErrors', limits.degradedAfterErrors, 1, 1_000_000);
+  checkIntegerOption('checkpointBusyTimeoutMs', limits.checkpointBusyTimeoutMs, 0, 600_000);
+  checkIntegerOption('sealTimeoutMs', limits.sealTimeoutMs, 1, 600_000);
+  checkIntegerOption('walStallTimeoutMs', limits.walStallTimeoutMs, 1, 3_600_000);
+  checkIntegerOption('namespaceRetryMs', limits.namespaceRetryMs, 1, 3_600_000);
+  checkIntegerOption('segmentBytes', limits.segmentBytes, 64 * 1024, 64 * 1024 * MiB);
+  return Object.freeze({ ...limits, dataDir: options.dataDir, namespaces });
+}

@@ -1,0 +1,196 @@
+/**
+ * Primary: the library entry point of the primary daemon. It serves many
+ * namespaces from one process, each isolated from the others (invariant 7):
+ * a namespace that fails to open or fails later is reported and retried,
+ * and never stops the rest.
+ *
+ * The streaming layer uses: `namespaces()`, `head(ns)`, `read(ns, from, to)`
+ * (lazy, durable records only), the `record` event (one per new seq, in seq
+ * order, after it is durable) and the `generation` event.
+ */
+import { EventEmitter } from 'node:events';
+import { ClosedError, UnknownNamespaceError } from '@walwire/protocol';
+import { silentLogger, type Logger } from '@walwire/runtime';
+import { Checkpointer } from './checkpointer.js';
+import type { BlobDeleteRecord, BlobPutRecord, LogRecord } from './log-record.js';
+import { PrimaryNamespace, type GenerationEvent, type NamespaceStatus, type Position } from './namespace.js';
+import { resolvePrimaryOptions, type PrimaryOptions, type ResolvedPrimaryOptions } from './options.js';
+
+export interface RecordEvent {
+  readonly ns: string;
+  readonly record: LogRecord;
+}
+
+export interface NamespaceErrorEvent {
+  readonly ns: string;
+  readonly error: Error;
+}
+
+export interface DegradedEvent {
+  readonly ns: string;
+  readonly degraded: boolean;
+  readonly error: string | null;
+}
+
+export interface PrimaryEvents {
+  /** A new seq is durable in the log of `ns`. */
+  record: [RecordEvent];
+  /** A namespace started a new generation; replicas of older ones must bootstrap. */
+  generation: [GenerationEvent];
+  /** A namespace failed (it is retried; others are unaffected). */
+  'namespace-error': [NamespaceErrorEvent];
+  /** A namespace's checkpoints became degraded or recovered. */
+  degraded: [DegradedEvent];
+}
+
+export interface PrimaryStatus {
+  readonly namespaces: readonly NamespaceStatus[];
+}
+
+export class Primary extends EventEmitter<PrimaryEvents> {
+  readonly #options: ResolvedPrimaryOptions;
+  readonly #logger: Logger;
+  readonly #checkpointer: Checkpointer;
+  readonly #namespaces = new Map<string, PrimaryNamespace>();
+  /** Namespaces that could not open, with the error; retried by restart only. */
+  readonly #failedToOpen = new Map<string, Error>();
+  #stopped = false;
+
+  private constructor(options: ResolvedPrimaryOptions, logger: Logger) {
+    super();
+    this.#options = options;
+    this.#logger = logger;
+    this.#checkpointer = new Checkpointer({
+      concurrency: options.checkpointConcurrency,
+      busyTimeoutMs: options.checkpointBusyTimeoutMs,
+      backoffMs: options.checkpointBackoffMs,
+      backoffMaxMs: options.checkpointBackoffMaxMs,
+      degradedAfterErrors: options.degradedAfterErrors,
+      logger,
+      onDegraded: (ns, degraded, error) => this.emit('degraded', { ns, degraded, error }),
+    });
+  }
+
+  /**
+   * Validates the options, opens every namespace (in parallel) and starts
+   * tailing. A namespace that fails to open is logged, reported by
+   * `status()` and emitted as `namespace-error`; the others start anyway.
+   */
+  static async start(options: PrimaryOptions): Promise<Primary> {
+    const resolved = resolvePrimaryOptions(options);
+    const logger = options.logger ?? silentLogger();
+    const primary = new Primary(resolved, logger);
+    await Promise.all([...resolved.namespaces.keys()].map((name) => primary.#open(name)));
+    return primary;
+  }
+
+  async #open(name: string): Promise<void> {
+    try {
+      const ns = await PrimaryNamespace.open(
+        name,
+        this.#options,
+        this.#checkpointer,
+        {
+          onRecord: (n, record) => this.emit('record', { ns: n, record }),
+          onGeneration: (event) => this.emit('generation', event),
+          onError: (n, error) => this.emit('namespace-error', { ns: n, error }),
+        },
+        this.#logger.child({ ns: name }),
+      );
+      this.#namespaces.set(name, ns);
+      const head = ns.head();
+      this.#logger.info({ ns: name, generation: head.generation, seq: head.seq }, 'namespace started');
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      this.#failedToOpen.set(name, error);
+      this.#logger.error({ ns: name, err: error.message }, 'namespace failed to start; other namespaces are unaffected');
+      queueMicrotask(() => this.emit('namespace-error', { ns: name, error }));
+    }
+  }
+
+  /** Configured namespace names, sorted. */
+  namespaces(): readonly string[] {
+    return [...this.#options.namespaces.keys()].sort();
+  }
+
+  /** The running namespace; WALWIRE_ERR_UNKNOWN_NAMESPACE when not configured or not open. */
+  namespace(name: string): PrimaryNamespace {
+    if (this.#stopped) throw new ClosedError('primary is stopped');
+    const ns = this.#namespaces.get(name);
+    if (ns === undefined) {
+      const failed = this.#failedToOpen.get(name);
+      throw new UnknownNamespaceError(
+        failed ? `namespace ${name} failed to start: ${failed.message}` : `namespace ${JSON.stringify(name)} is not configured on this primary`,
+      );
+    }
+    return ns;
+  }
+
+  /** Newest durable position of `ns`: {generation, seq, checksum}. */
+  head(name: string): Position {
+    return this.namespace(name).head();
+  }
+
+  /**
+   * Durable records of the current generation with from ≤ seq ≤ to, read
+   * lazily. WALWIRE_ERR_SNAPSHOT_REQUIRED when `from` is no longer retained.
+   */
+  read(name: string, from: number, to?: number): AsyncGenerator<LogRecord> {
+    return this.namespace(name).log.read(from, to);
+  }
+
+  /** Appends a blob-put event as its own seq (issue 6 builds on this). */
+  appendBlobPut(name: string, event: { blobId: string; size: number; sha256: string }): Promise<BlobPutRecord> {
+    return this.namespace(name).appendBlobPut(event) as Promise<BlobPutRecord>;
+  }
+
+  /** Appends a blob-delete event as its own seq. */
+  appendBlobDelete(name: string, blobId: string): Promise<BlobDeleteRecord> {
+    return this.namespace(name).appendBlobDelete(blobId) as Promise<BlobDeleteRecord>;
+  }
+
+  /** Retention: drops log segments entirely below `seq`. Returns segments removed. */
+  truncateLogBefore(name: string, seq: number): Promise<number> {
+    return this.namespace(name).log.truncateBefore(seq);
+  }
+
+  status(): PrimaryStatus {
+    const out: NamespaceStatus[] = [];
+    for (const name of this.namespaces()) {
+      const ns = this.#namespaces.get(name);
+      if (ns !== undefined) out.push(ns.status());
+      else {
+        const err = this.#failedToOpen.get(name);
+        out.push({
+          name,
+          path: this.#options.namespaces.get(name)!.path,
+          state: 'failed',
+          generation: null,
+          headSeq: 0,
+          firstSeq: 1,
+          checksum: null,
+          commitSize: 0,
+          walBytes: 0,
+          lastError: err ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : null,
+          checkpoint: null,
+        });
+      }
+    }
+    return { namespaces: out };
+  }
+
+  /**
+   * Clean shutdown: stop tailing (after a last read), drain in-flight
+   * checkpoints, then close every log (removing its sentinel) and connection.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    const all = [...this.#namespaces.values()];
+    await Promise.all(all.map((ns) => ns.stopTailing().catch(() => undefined)));
+    await this.#checkpointer.close();
+    await Promise.all(all.map((ns) => ns.close().catch((err: unknown) => this.#logger.error({ ns: ns.name, err: (err as Error).message }, 'close failed'))));
+    this.#namespaces.clear();
+    this.#logger.info('primary stopped');
+  }
+}

@@ -1,0 +1,373 @@
+/**
+ * WalTailer: reads committed transactions out of one database's WAL, written
+ * by any process, without ever being in the writers' path.
+ *
+ * WAL format: sqlite.org/fileformat2.html §4 (parsing in @walwire/protocol
+ * wal.ts). Only frames up to a valid commit frame are returned (§4.3); a
+ * new incarnation of the WAL is recognised by its salts (§4.3: salt-1 is
+ * incremented on restart, both salts are random after a truncate).
+ *
+ * ## Pinning (why no frame is overwritten before it is read)
+ * SQLite restarts the WAL (writes new frames from the start of the file)
+ * only when (a) every frame has been copied to the database (nBackfill ==
+ * mxFrame) when the restarting writer began its read, and (b) no reader holds
+ * one of read-mark slots 1..N. A reader takes slot 0 only when it begins on a
+ * fully checkpointed WAL, and while it holds slot 0 no checkpoint can copy
+ * anything (copying needs READ_LOCK(0) exclusively). The tailer therefore
+ * always holds a read transaction (a "pin") on one of two connections, and
+ * follows two rules:
+ *   1. A new pin begins while the old one is still held (or while the seal,
+ *      i.e. SQLite's write lock, is held), and the tailer reads the WAL to
+ *      its committed end after the new pin began and before the old one is
+ *      released.
+ *   2. After pins are dropped under the seal, a new pin begins before the
+ *      seal is released.
+ * A restart while pin P is held needs P in slot 0, so nothing was copied
+ * since P began and the WAL then held exactly the frames present at P's
+ * start; by rule 1 or 2 those were read before P's predecessor (or the
+ * seal) went away. So every restart or TRUNCATE that SQLite performs while
+ * the daemon runs only discards frames already read, whoever triggers it.
+ * Across a daemon restart nothing is pinned, and continuity is checked by
+ * the namespace against the log (salts, offset and checksum chain).
+ *
+ * Never open and close the database file or its -shm with fs here (the
+ * POSIX-lock trap, design.md). The -wal file carries no locks: it is opened
+ * and closed with fs freely.
+ */
+import Database from 'better-sqlite3';
+import { watch, type FSWatcher } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import {
+  TimeoutError,
+  WAL_FRAME_HEADER_BYTES,
+  WAL_HEADER_BYTES,
+  WalFormatError,
+  initialWalState,
+  parseWalHeader,
+  scanWalFrames,
+  type WalCommit,
+  type WalHeader,
+  type WalScanState,
+} from '@walwire/protocol';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export interface WalTailerOptions {
+  readonly dbPath: string;
+  readonly walReadBytes: number;
+  readonly walStallTimeoutMs: number;
+  readonly sealTimeoutMs: number;
+}
+
+/** New committed transactions found by one read. */
+export interface TailRead {
+  readonly commits: readonly WalCommit[];
+  /** Scan state after the last commit returned (undefined: no WAL header yet). */
+  readonly state: WalScanState | undefined;
+  /** The WAL was restarted or truncated (a new incarnation) since the last read. */
+  readonly newIncarnation: boolean;
+  /** Current WAL file size in bytes. */
+  readonly walBytes: number;
+}
+
+/** Everything in the WAL at a sealed moment (see `establish`). */
+export interface WalSnapshot {
+  /** The whole WAL file; empty when it is missing or shorter than a header. */
+  readonly bytes: Buffer;
+  readonly header: WalHeader | undefined;
+  /** Database size in pages inside the new pin (SQLite's own view). */
+  readonly pageCount: number;
+}
+
+/** Error whose continuity consequence the namespace must handle with a new generation. */
+export class DiscontinuityError extends Error {
+  override readonly name = 'DiscontinuityError';
+}
+
+export class WalTailer {
+  readonly #walPath: string;
+  readonly #options: WalTailerOptions;
+  readonly #control: Database.Database;
+  readonly #pins: [Database.Database, Database.Database];
+  /** Index of the connection holding the current pin, or -1. */
+  #pinned = -1;
+  #sealed = false;
+  #file: FileHandle | undefined;
+  #fileIno = -1;
+  #state: WalScanState | undefined;
+  #stall: { offset: number; since: number } | undefined;
+  #watcher: FSWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(control: Database.Database, options: WalTailerOptions) {
+    this.#options = options;
+    this.#walPath = `${options.dbPath}-wal`;
+    this.#control = control;
+    const pin = (): Database.Database => {
+      const db = new Database(options.dbPath, { fileMustExist: true, timeout: 100 });
+      return db;
+    };
+    this.#pins = [pin(), pin()];
+  }
+
+  get walPath(): string {
+    return this.#walPath;
+  }
+
+  /** Scan state: the WAL incarnation and offset just past the last commit read. */
+  get state(): WalScanState | undefined {
+    return this.#state;
+  }
+
+  set state(value: WalScanState | undefined) {
+    this.#state = value;
+  }
+
+  /** Calls `onChange` on fs.watch events on the WAL and every `pollMs`. */
+  watch(pollMs: number, onChange: () => void): void {
+    this.#timer = setInterval(onChange, pollMs);
+    this.#timer.unref();
+    this.#rewatch(onChange);
+  }
+
+  #rewatch(onChange: () => void): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    try {
+      this.#watcher = watch(this.#walPath, { persistent: false }, () => onChange());
+      this.#watcher.on('error', () => {
+        this.#watcher?.close();
+        this.#watcher = undefined;
+      });
+    } catch {
+      // Missing WAL: the polling fallback covers it until the next establish.
+    }
+  }
+
+  /**
+   * Takes SQLite's write lock (BEGIN IMMEDIATE) on the control connection.
+   * busy_timeout is 0 there and the wait is an async retry loop, so a
+   * writer holding the lock never blocks the event loop.
+   */
+  async seal(): Promise<void> {
+    const deadline = Date.now() + this.#options.sealTimeoutMs;
+    let delay = 1;
+    for (;;) {
+      try {
+        this.#control.exec('BEGIN IMMEDIATE');
+        this.#sealed = true;
+        return;
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? '';
+        if (!code.startsWith('SQLITE_BUSY') && code !== 'SQLITE_LOCKED') throw err;
+      }
+      if (Date.now() > deadline) {
+        throw new TimeoutError(`sealing ${this.#options.dbPath} (BEGIN IMMEDIATE) waited longer than sealTimeoutMs=${this.#options.sealTimeoutMs} for other writers`);
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 20);
+    }
+  }
+
+  /** Releases the seal: ROLLBACK of the empty write transaction. */
+  unseal(): void {
+    if (!this.#sealed) return;
+    this.#sealed = false;
+    this.#control.exec('ROLLBACK');
+  }
+
+  /** Begins a read transaction on the connection not currently pinned. Returns its index. */
+  #beginPin(): number {
+    const next = this.#pinned === 0 ? 1 : 0;
+    const db = this.#pins[next];
+    db.exec('BEGIN');
+    // A read starts the WAL read transaction; BEGIN alone does not.
+    db.prepare('SELECT count(*) FROM sqlite_schema').get();
+    return next;
+  }
+
+  #endPin(index: number): void {
+    if (index < 0) return;
+    const db = this.#pins[index]!;
+    if (db.inTransaction) db.exec('COMMIT');
+  }
+
+  /** Drops every pin. Only under the seal (pinning rule 2). */
+  releasePins(): void {
+    if (!this.#sealed) throw new Error('releasePins outside the seal would let SQLite overwrite unread frames');
+    this.#endPin(0);
+    this.#endPin(1);
+    this.#pinned = -1;
+  }
+
+  /** Pins under the seal (pinning rule 2). */
+  pinSealed(): void {
+    if (!this.#sealed) throw new Error('pinSealed outside the seal');
+    const next = this.#beginPin();
+    this.#endPin(this.#pinned);
+    this.#pinned = next;
+  }
+
+  /**
+   * Re-pins (rule 1): begins a new pin, reads everything committed since the
+   * last read, then drops the old pin. The caller must log the returned
+   * commits. Lets checkpoints copy frames up to the new pin.
+   */
+  async repin(): Promise<TailRead> {
+    const next = this.#beginPin();
+    let read: TailRead;
+    try {
+      read = await this.readNew();
+    } catch (err) {
+      this.#endPin(next);
+      throw err;
+    }
+    this.#endPin(this.#pinned);
+    this.#pinned = next;
+    return read;
+  }
+
+  /** Database size in pages as seen by the current pin. */
+  pinnedPageCount(): number {
+    const db = this.#pins[this.#pinned];
+    if (db === undefined) throw new Error('no pin held');
+    return db.pragma('page_count', { simple: true }) as number;
+  }
+
+  /**
+   * Reads the whole WAL under the seal, then pins (rule 2) and unseals. The
+   * snapshot is exactly the committed content when the pin began.
+   */
+  async establish(): Promise<WalSnapshot> {
+    await this.seal();
+    try {
+      this.releasePins();
+      await this.#reopen();
+      const size = this.#file === undefined ? 0 : (await this.#file.stat()).size;
+      const bytes = Buffer.allocUnsafe(size);
+      let got = 0;
+      while (got < size) {
+        const { bytesRead } = await this.#file!.read(bytes, got, size - got, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      const data = bytes.subarray(0, got);
+      const header = data.length >= WAL_HEADER_BYTES ? parseWalHeader(data) : undefined;
+      this.pinSealed();
+      return { bytes: data, header, pageCount: this.pinnedPageCount() };
+    } finally {
+      this.unseal();
+    }
+  }
+
+  /** Opens the -wal file (again, when it was replaced). */
+  async #reopen(): Promise<void> {
+    await this.#file?.close();
+    this.#file = undefined;
+    this.#fileIno = -1;
+    try {
+      this.#file = await open(this.#walPath, 'r');
+      this.#fileIno = (await this.#file.stat()).ino;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+
+  /**
+   * Reads frames committed since the last read. Throws DiscontinuityError
+   * when the WAL file was replaced or deleted, or shrank within the same
+   * incarnation; WalFormatError for a corrupt header or a frame that stays
+   * corrupt for walStallTimeoutMs.
+   */
+  async readNew(): Promise<TailRead> {
+    if (this.#closed) return { commits: [], state: this.#state, newIncarnation: false, walBytes: 0 };
+    let st;
+    try {
+      st = await stat(this.#walPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new DiscontinuityError('the WAL file vanished while the daemon was running');
+      throw err;
+    }
+    if (this.#file === undefined || st.ino !== this.#fileIno) {
+      if (this.#file !== undefined) throw new DiscontinuityError('the WAL file was replaced while the daemon was running');
+      await this.#reopen();
+    }
+    const file = this.#file!;
+    const size = st.size;
+    if (size < WAL_HEADER_BYTES) {
+      // Truncated (TRUNCATE checkpoint) and not yet rewritten: nothing to read.
+      return { commits: [], state: this.#state, newIncarnation: false, walBytes: size };
+    }
+    const head = Buffer.allocUnsafe(WAL_HEADER_BYTES);
+    await file.read(head, 0, WAL_HEADER_BYTES, 0);
+    let newIncarnation = false;
+    let state = this.#state;
+    if (state === undefined || state.header.salt1 !== head.readUInt32BE(16) || state.header.salt2 !== head.readUInt32BE(20)) {
+      const header = parseWalHeader(head);
+      newIncarnation = state !== undefined;
+      state = initialWalState(header);
+      this.#stall = undefined;
+    } else if (size < state.offset) {
+      throw new DiscontinuityError(`the WAL is ${size} bytes, shorter than the ${state.offset} bytes already read, with the same salts`);
+    }
+    const frameBytes = WAL_FRAME_HEADER_BYTES + state.header.pageSize;
+    const commits: WalCommit[] = [];
+    let chunk = Math.max(frameBytes, Math.floor(this.#options.walReadBytes / frameBytes) * frameBytes);
+    while (state.offset + frameBytes <= size) {
+      const want = Math.min(chunk, Math.floor((size - state.offset) / frameBytes) * frameBytes);
+      const buf = Buffer.allocUnsafe(want);
+      const { bytesRead } = await file.read(buf, 0, want, state.offset);
+      const scan = scanWalFrames(buf.subarray(0, bytesRead), state.offset, state);
+      for (const c of scan.commits) commits.push(c);
+      state = scan.state;
+      if (scan.stop === 'checksum-mismatch') {
+        this.#checkStall(scan.stopOffset, size, frameBytes);
+        break;
+      }
+      if (scan.stop === 'salt-mismatch') break;
+      if (scan.commits.length === 0) {
+        // An open transaction longer than the chunk: read more at once.
+        if (bytesRead < want || state.offset + want >= size) break;
+        chunk *= 2;
+      }
+    }
+    if (commits.length > 0 || newIncarnation) this.#stall = undefined;
+    this.#state = state;
+    return { commits, state, newIncarnation, walBytes: size };
+  }
+
+  /**
+   * A checksum mismatch is normal for a frame being written right now; one
+   * that persists while later bytes exist is corruption (§4.3: SQLite would
+   * discard everything from that frame on at its next recovery).
+   */
+  #checkStall(offset: number, size: number, frameBytes: number): void {
+    if (offset + frameBytes >= size) return;
+    const now = Date.now();
+    if (this.#stall === undefined || this.#stall.offset !== offset) {
+      this.#stall = { offset, since: now };
+      return;
+    }
+    if (now - this.#stall.since >= this.#options.walStallTimeoutMs) {
+      throw new WalFormatError(
+        `${this.#walPath}: the frame at offset ${offset} has failed its checksum for ${now - this.#stall.since} ms while later bytes exist (corrupt WAL)`,
+      );
+    }
+  }
+
+  /** Stops watching, drops pins and closes the WAL file (the connections stay with the caller). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    if (this.#sealed) this.unseal();
+    this.#endPin(0);
+    this.#endPin(1);
+    this.#pinned = -1;
+    for (const db of this.#pins) db.close();
+    await this.#file?.close();
+    this.#file = undefined;
+  }
+}
