@@ -39,7 +39,8 @@ export interface CapturedSource {
 export interface SourceSpec {
   readonly pageSize?: number;
   readonly statements?: readonly string[];
-  readonly bank?: { readonly accounts: number; readonly txns: number; readonly seed?: number };
+  /** Transfers between accounts (rows padded so the table spans many pages: a torn read breaks the sum). */
+  readonly bank?: { readonly accounts: number; readonly txns: number; readonly seed?: number; readonly padBytes?: number };
 }
 
 /** Runs fixtures/replica-source.ts in its own process and captures its WAL. */
