@@ -11,6 +11,7 @@
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import {
   captureSource,
   diffImages,
@@ -154,4 +155,41 @@ describe('replica crash safety (kill -9)', () => {
     expect(journalsRolledBack, 'restarts that found a hot journal').toBeGreaterThan(0);
     console.log(`seed ${seed}: kills ${JSON.stringify(kills)}, decisions ${JSON.stringify(Object.fromEntries(decisions))}, journals ${journalsRolledBack}, reader ${summary}, final seq ${last}`);
   }, 240_000);
+
+  it('leaves a hot journal that read-only readers refuse until the restarted daemon rolls it back', async () => {
+    const source = await captureSource({ bank: { accounts: 100, txns: 40, padBytes: 40 } });
+    const dir = makeTempDir('walwire-hot-');
+    const txnsFile = join(dir, 'txns.json');
+    saveTxns(txnsFile, source.txns);
+    const dataDir = join(dir, 'data');
+    const dbPath = join(dataDir, 'main', 'db.sqlite');
+    await spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 5, untilSeq: 20, autoGo: true })]).succeeded();
+    const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 10, autoGo: true })], {
+      env: { WALWIRE_FAILPOINTS: 'replica.apply.mid-pages=kill@2' },
+    });
+    expect((await killed.exited).signal).toBe('SIGKILL');
+    expect(existsSync(`${dbPath}-journal`)).toBe(true);
+    const readOnly = (): number => {
+      const db = new Database(dbPath, { readonly: true, fileMustExist: true, timeout: 1000 });
+      try {
+        return (db.prepare('SELECT count(*) AS n FROM journal_rows').get() as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    };
+    expect(readOnly).toThrow(expect.objectContaining({ code: 'SQLITE_READONLY_ROLLBACK' }));
+    const restarted = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 10, untilSeq: 20 })]);
+    const rec = parseRecovered(await restarted.waitForLine(/^recovered /));
+    expect(rec).toMatchObject({ seq: 20, journal: true, decision: 'at-cursor', state: 'ready' });
+    expect(existsSync(`${dbPath}-journal`)).toBe(false);
+    await expectPageExact(source, dbPath, 20, 'after rollback');
+    expect(readOnly()).toBe(readOnlyRowsAt(source, 20));
+    await restarted.kill9();
+  });
 });
+
+/** Rows in journal_rows at `seq`: one per transfer after the three set-up seqs. */
+function readOnlyRowsAt(source: CapturedSource, seq: number): number {
+  const offset = source.txns.length - 40; // 40 transfers, after table and account set-up
+  return Math.max(0, seq - offset);
+}

@@ -331,6 +331,9 @@ export class ApplyWorker {
       if (oldSize > 0 && this.#pageSize !== 0 && this.#pageSize !== pageSize) {
         throw new InvalidTxnError(`batch page size ${pageSize} differs from the database's ${this.#pageSize}`);
       }
+      if (oldSize === 0 && !txns[0]!.pages.some((p) => p.pgno === 1)) {
+        throw new InvalidTxnError('the first batch applied to an empty replica must contain page 1');
+      }
       let plan = this.#plan(txns, pageSize, oldSize, txns.length);
       if (plan.diverged !== null) {
         const cut = plan.txns.length;
@@ -342,9 +345,6 @@ export class ApplyWorker {
         this.#cursor = { ...cursor, diverged };
         writeCursorSync(this.#data.cursorPath, this.#cursor);
         return { ...this.#noop(this.#cursor, skipped, started), lockWaitMs, diverged };
-      }
-      if (oldSize === 0 && !plan.pages.has(1)) {
-        throw new InvalidTxnError('the first batch applied to an empty replica must contain page 1');
       }
       const lockPage = lockBytePage(pageSize);
       const last = plan.txns[plan.txns.length - 1]!;

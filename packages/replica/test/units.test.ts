@@ -1,0 +1,111 @@
+/** Options, cursor store and durability tracker. */
+import { describe, expect, it } from 'vitest';
+import { readdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CursorCorruptError, InvalidOptionError, InvalidTxnError } from '@walwire/protocol';
+import {
+  DEFAULT_REPLICA_OPTIONS,
+  DurabilityTracker,
+  INITIAL_CURSOR,
+  type CursorRecord,
+  readCursorSync,
+  resolveReplicaOptions,
+  writeCursorSync,
+} from '@walwire/replica';
+import { makeTempDir, useHarness } from '../../../test/harness/index.js';
+
+useHarness();
+
+describe('resolveReplicaOptions', () => {
+  it('fills the documented defaults', () => {
+    const o = resolveReplicaOptions({ dataDir: '/tmp/x' });
+    expect(o.maxBatchTxns).toBe(DEFAULT_REPLICA_OPTIONS.maxBatchTxns);
+    expect(o.lockAttemptMs).toBe(250);
+    expect(o.lockWaitWarnMs).toBe(1000);
+    expect(o.maxBatchBytes).toBe(64 * 1024 * 1024);
+    expect(Object.isFrozen(o)).toBe(true);
+  });
+
+  it('names the option and the value received', () => {
+    expect(() => resolveReplicaOptions({ dataDir: '/tmp/x', maxBatchTxns: 0 })).toThrow(/option maxBatchTxns must be an integer from 1 to .*received 0/);
+    expect(() => resolveReplicaOptions({ dataDir: '/tmp/x', lockAttemptMs: 1.5 })).toThrow(/lockAttemptMs.*received 1.5/);
+    expect(() => resolveReplicaOptions({ dataDir: '' })).toThrow(InvalidOptionError);
+    expect(() => resolveReplicaOptions({ dataDir: 7 as unknown as string })).toThrow(/dataDir.*received 7/);
+    expect(() => resolveReplicaOptions({ dataDir: '/tmp/x', verifyReadBytes: 10 })).toThrow(/verifyReadBytes.*received 10/);
+  });
+});
+
+describe('cursor store', () => {
+  const record: CursorRecord = {
+    version: 1,
+    generation: 'b'.repeat(32),
+    appliedSeq: 42,
+    checksum: '0123456789abcdef',
+    durableSeq: 40,
+    pending: { fromSeq: 43, seq: 45, checksum: 'fedcba9876543210', durableSeq: 45 },
+    diverged: null,
+  };
+
+  it('reads a missing file as the initial cursor', () => {
+    expect(readCursorSync(join(makeTempDir(), 'cursor.json'))).toEqual(INITIAL_CURSOR);
+  });
+
+  it('round-trips a record and leaves no temp file behind', () => {
+    const dir = makeTempDir();
+    const path = join(dir, 'cursor.json');
+    writeCursorSync(path, record);
+    expect(readCursorSync(path)).toEqual(record);
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 45, durableSeq: 45 });
+    expect(readCursorSync(path).appliedSeq).toBe(45);
+    expect(readdirSync(dir)).toEqual(['cursor.json']);
+  });
+
+  it('rejects a record whose CRC does not match', () => {
+    const path = join(makeTempDir(), 'cursor.json');
+    writeCursorSync(path, record);
+    writeFileSync(path, readFileSync(path, 'utf8').replace('"appliedSeq":42', '"appliedSeq":43'));
+    expect(() => readCursorSync(path)).toThrow(CursorCorruptError);
+    expect(() => readCursorSync(path)).toThrow(/CRC-32/);
+  });
+
+  it('rejects a file that is not JSON or lacks fields, and a record out of range', () => {
+    const path = join(makeTempDir(), 'cursor.json');
+    writeFileSync(path, '{"crc":');
+    expect(() => readCursorSync(path)).toThrow(/not JSON/);
+    writeFileSync(path, '{"x":1}');
+    expect(() => readCursorSync(path)).toThrow(/lacks the crc/);
+    writeCursorSync(path, { ...record, durableSeq: 50 });
+    expect(() => readCursorSync(path)).toThrow(/durableSeq/);
+  });
+});
+
+describe('DurabilityTracker', () => {
+  it('follows the applied seq when nothing is held', () => {
+    const t = new DurabilityTracker(0, 0);
+    expect(t.noteApplied(5)).toBe(5);
+    expect(t.capFor(9)).toBe(9);
+  });
+
+  it('holds below a blob event until it is released, never exceeding applied', () => {
+    const t = new DurabilityTracker(5, 5);
+    t.hold(7);
+    expect(t.noteApplied(10)).toBe(6);
+    expect(t.capFor(12)).toBe(6);
+    t.hold(9);
+    expect(t.release(7)).toBe(8);
+    expect(t.release(9)).toBe(10);
+    expect(() => t.hold(3)).toThrow(InvalidTxnError);
+  });
+
+  it('latches a gap at a failed blob save until cleared, and never moves backwards', () => {
+    const t = new DurabilityTracker(10, 10);
+    t.hold(12);
+    t.latchGap(12);
+    expect(t.noteApplied(20)).toBe(11);
+    expect(t.gapSeq).toBe(12);
+    expect(t.noteApplied(30)).toBe(11);
+    expect(t.clearGap()).toBe(30);
+    t.noteDurable(25);
+    expect(t.durableSeq).toBe(30);
+  });
+});
