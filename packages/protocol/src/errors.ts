@@ -203,6 +203,18 @@ export class ApplyFailedError extends WalwireError {
   override readonly code = 'WALWIRE_ERR_APPLY_FAILED' as const;
 }
 
+/** An HTTP route or resource does not exist. */
+export class NotFoundError extends WalwireError {
+  override readonly name = 'NotFoundError' as const;
+  override readonly code = 'WALWIRE_ERR_NOT_FOUND' as const;
+}
+
+/** An unexpected internal failure (a bug or an environment error); the message has the cause. */
+export class InternalError extends WalwireError {
+  override readonly name = 'InternalError' as const;
+  override readonly code = 'WALWIRE_ERR_INTERNAL' as const;
+}
+
 type ErrorClass = new (message: string) => WalwireError;
 
 /**
@@ -233,6 +245,8 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       UnauthorizedError,
       NotAPrimaryError,
       FailpointError,
+      NotFoundError,
+      InternalError,
       InvalidTxnError,
       CursorCorruptError,
       ApplyFailedError,

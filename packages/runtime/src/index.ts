@@ -4,3 +4,4 @@ export * from './logger.js';
 export * from './cli-flags.js';
 export * from './auth.js';
 export * from './backoff.js';
+export * from './http.js';

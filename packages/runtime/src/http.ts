@@ -1,0 +1,94 @@
+/**
+ * HTTP helpers both daemons' endpoints share (admin, status, wait, blobs):
+ * JSON bodies, error bodies with a stable code, bearer-token checks, and
+ * bounded request bodies.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { InvalidOptionError, WalwireError } from '@walwire/protocol';
+import { bearerToken, tokenMatches } from './auth.js';
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+/** `{ code, message }` with the given status. */
+export function sendError(res: ServerResponse, status: number, code: string, message: string): void {
+  sendJson(res, status, { code, message });
+}
+
+/**
+ * Answers 401 with WALWIRE_ERR_UNAUTHORIZED unless the request carries the
+ * right bearer token; the body reveals nothing else. Returns true when the
+ * request may proceed.
+ */
+export function requireToken(req: IncomingMessage, res: ServerResponse, token: string): boolean {
+  if (tokenMatches(bearerToken(req.headers.authorization), token)) return true;
+  res.setHeader('www-authenticate', 'Bearer');
+  sendError(res, 401, 'WALWIRE_ERR_UNAUTHORIZED', 'missing or wrong bearer token');
+  return false;
+}
+
+/** Reads a JSON request body of at most `maxBytes`; an empty body is `{}`. */
+export async function readJsonBody(req: IncomingMessage, maxBytes = 1024 * 1024): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) throw new InvalidOptionError(`request body exceeds ${maxBytes} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new InvalidOptionError(`request body is not JSON: ${JSON.stringify(text.slice(0, 40))}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidOptionError('request body must be a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Maps an error to an HTTP status: 400 for bad input, 404 unknown namespace, 504 timeout, else 500. */
+export function statusForError(err: unknown): number {
+  if (!(err instanceof WalwireError)) return 500;
+  switch (err.code) {
+    case 'WALWIRE_ERR_INVALID_OPTION':
+    case 'WALWIRE_ERR_INVALID_NAMESPACE':
+      return 400;
+    case 'WALWIRE_ERR_UNAUTHORIZED':
+      return 401;
+    case 'WALWIRE_ERR_UNKNOWN_NAMESPACE':
+      return 404;
+    case 'WALWIRE_ERR_TIMEOUT':
+      return 504;
+    case 'WALWIRE_ERR_CLOSED':
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+/** Sends `err` as `{ code, message }` with statusForError. */
+export function sendFailure(res: ServerResponse, err: unknown): void {
+  const status = statusForError(err);
+  const code = err instanceof WalwireError ? err.code : 'WALWIRE_ERR_INTERNAL';
+  sendError(res, status, code, err instanceof Error ? err.message : String(err));
+}
+
+/** Matches `pattern` like "/v1/namespaces/:ns/wait" against a path; returns the params or null. */
+export function matchRoute(pattern: string, path: string): Record<string, string> | null {
+  const p = pattern.split('/');
+  const a = path.split('/');
+  if (p.length !== a.length) return null;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < p.length; i++) {
+    if (p[i]!.startsWith(':')) params[p[i]!.slice(1)] = decodeURIComponent(a[i]!);
+    else if (p[i] !== a[i]) return null;
+  }
+  return params;
+}
