@@ -1,5 +1,6 @@
 import type { Benchmark } from './lib.js';
 import { formatBenchmarks } from './format-suite.js';
+import { replicaBenchmarks } from './replica-suite.js';
 
 /** Every suite `npm run bench` runs, in order. Add new suites here. */
-export const SUITES: readonly Benchmark[] = [formatBenchmarks];
+export const SUITES: readonly Benchmark[] = [formatBenchmarks, replicaBenchmarks];

@@ -30,6 +30,7 @@ import {
 useHarness();
 
 const FAILPOINTS = [
+  'replica.apply.after-pending-cursor',
   'replica.apply.after-journal',
   'replica.apply.mid-pages',
   'replica.apply.before-journal-delete',
@@ -76,7 +77,7 @@ describe('replica crash safety (kill -9)', () => {
   it('survives 56 kills by failpoint and at random, readers never see a torn state, every restart is page-exact', async () => {
     const seed = Number(process.env['WALWIRE_TEST_SEED'] ?? Date.now() % 100000);
     const rand = rng(seed);
-    const source = await captureSource({ bank: { accounts: 400, txns: 2500, seed, padBytes: 100 } });
+    const source = await captureSource({ bank: { accounts: 400, txns: 800, seed, padBytes: 100 } });
     const last = source.txns[source.txns.length - 1]!.seq;
     const dir = makeTempDir('walwire-crash-');
     const txnsFile = join(dir, 'txns.json');
@@ -84,8 +85,8 @@ describe('replica crash safety (kill -9)', () => {
     const dataDir = join(dir, 'data');
     const dbPath = join(dataDir, 'main', 'db.sqlite');
 
-    const spawnApplier = (batch: number, failpoints: string): Child =>
-      spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch })], { env: { WALWIRE_FAILPOINTS: failpoints } });
+    const spawnApplier = (batch: number, failpoints: string, pauseMs?: number): Child =>
+      spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch, pauseMs })], { env: { WALWIRE_FAILPOINTS: failpoints } });
 
     let reader: Child | undefined;
     const decisions = new Map<string, number>();
@@ -93,16 +94,19 @@ describe('replica crash safety (kill -9)', () => {
     let journalsRolledBack = 0;
     let prevSeq = 0;
     const rounds = 56;
+    let fpRounds = 0;
     for (let round = 0; round < rounds; round++) {
       const batch = 1 + rand(6);
-      const useFailpoint = round % 7 !== 6; // 48 by failpoint, 8 at random times
-      const fp = FAILPOINTS[round % FAILPOINTS.length]!;
+      const useFailpoint = round % 7 !== 6; // 48 by failpoint (8 at each), 8 at random times
+      const fp = FAILPOINTS[(useFailpoint ? fpRounds++ : 0) % FAILPOINTS.length]!;
       // Random-time rounds slow the page writes (1 ms a run) so that the kill
       // often lands mid-pages and any reader that could get past the lock
       // would see a torn state.
       const spec = useFailpoint ? `${fp}=kill@${1 + rand(fp === 'replica.apply.mid-pages' ? 12 : 4)}` : 'replica.apply.mid-pages=delay(1)';
       const label = `seed ${seed} round ${round} (${useFailpoint ? spec : 'random'}, batch ${batch})`;
-      const child = spawnApplier(batch, spec);
+      // after-cursor fires in the deferred post-commit cursor write, which
+      // runs when the applier goes idle: pause between calls for it.
+      const child = spawnApplier(batch, spec, (useFailpoint && fp === 'replica.apply.after-cursor') || round % 3 === 0 ? 2 : undefined);
       const rec = parseRecovered(await child.waitForLine(/^recovered /, 30_000));
       decisions.set(rec.decision, (decisions.get(rec.decision) ?? 0) + 1);
       if (rec.journal) journalsRolledBack++;
@@ -137,6 +141,7 @@ describe('replica crash safety (kill -9)', () => {
     const final = spawnApplier(16, '');
     const rec = parseRecovered(await final.waitForLine(/^recovered /, 30_000));
     await expectPageExact(source, dbPath, rec.seq, 'final restart');
+    const reachedByKills = rec.seq;
     final.process.stdin!.write('go\n');
     await final.waitForLine(/^done /, 60_000);
     await final.succeeded();
@@ -153,7 +158,7 @@ describe('replica crash safety (kill -9)', () => {
     expect(decisions.get('committed-pending') ?? 0, 'restarts after commit, before the cursor write').toBeGreaterThan(0);
     expect(decisions.get('at-cursor') ?? 0).toBeGreaterThan(0);
     expect(journalsRolledBack, 'restarts that found a hot journal').toBeGreaterThan(0);
-    console.log(`seed ${seed}: kills ${JSON.stringify(kills)}, decisions ${JSON.stringify(Object.fromEntries(decisions))}, journals ${journalsRolledBack}, reader ${summary}, final seq ${last}`);
+    console.log(`seed ${seed}: kills ${JSON.stringify(kills)}, decisions ${JSON.stringify(Object.fromEntries(decisions))}, journals ${journalsRolledBack}, reader ${summary}, seq ${reachedByKills} after the kills, final seq ${last}`);
   }, 240_000);
 
   it('leaves a hot journal that read-only readers refuse until the restarted daemon rolls it back', async () => {

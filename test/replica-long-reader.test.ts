@@ -57,10 +57,14 @@ describe('replica with long-running readers', () => {
     expect(atOf(firstApplied!), 'no apply committed while the reader held its transaction').toBeGreaterThanOrEqual(atOf(released) - 5);
     expect(atOf(released) - atOf(holding)).toBeGreaterThanOrEqual(holdMs - 50);
 
-    // The event loop never froze: ticks every 20 ms throughout, including the wait.
+    // The event loop never froze: ticks every 20 ms throughout, including the
+    // wait. A lock wait on the main thread would stall one tick for the
+    // whole 2.5 s hold; the bound leaves room for a loaded 2-core CI machine.
     const gaps = daemon.lines.filter((l) => l.startsWith('tick ')).map((l) => Number(l.slice(5)));
     expect(gaps.length, 'ticks during the run').toBeGreaterThan(holdMs / 20 / 2);
-    expect(Math.max(...gaps), `longest gap between ticks (ms); gaps: ${gaps.slice(0, 40).join(',')}`).toBeLessThan(250);
+    expect(Math.max(...gaps), `longest gap between ticks (ms); gaps: ${gaps.slice(0, 60).join(',')}`).toBeLessThan(1000);
+    const sorted = [...gaps].sort((a, b) => a - b);
+    expect(sorted[Math.floor(sorted.length / 2)]!, 'median tick gap').toBeLessThan(40);
     const delays = daemon.lines.filter((l) => l.startsWith('delayed ')).map((l) => Number(l.slice(8)));
     expect(Math.max(...delays), 'the reported wait grows while the reader holds on').toBeGreaterThan(1000);
 

@@ -143,15 +143,31 @@ export function readReplicaImage(dbPath: string): Buffer {
   return existsSync(dbPath) ? readFileSync(dbPath) : Buffer.alloc(0);
 }
 
-/** Writes txns to a file a child process can load with loadTxns (pages as base64). */
+/**
+ * Writes txns to a file a child process loads with loadTxns: a u32 length,
+ * a JSON index (headers and page numbers), then every page's bytes.
+ */
 export function saveTxns(path: string, txns: readonly Txn[]): void {
-  writeFileSync(
-    path,
-    JSON.stringify(txns.map((t) => ({ ...t, pages: t.pages.map((p) => ({ pgno: p.pgno, data: Buffer.from(p.data).toString('base64') })) }))),
-  );
+  const index = JSON.stringify(txns.map((t) => ({ seq: t.seq, commitSize: t.commitSize, checksum: t.checksum, commitTime: t.commitTime, pgnos: t.pages.map((p) => p.pgno) })));
+  const head = Buffer.alloc(4);
+  const json = Buffer.from(index);
+  head.writeUInt32BE(json.length, 0);
+  writeFileSync(path, Buffer.concat([head, json, ...txns.flatMap((t) => t.pages.map((p) => p.data))]));
 }
 
 export function loadTxns(path: string): Txn[] {
-  const raw = JSON.parse(readFileSync(path, 'utf8')) as (Omit<Txn, 'pages'> & { pages: { pgno: number; data: string }[] })[];
-  return raw.map((t) => ({ ...t, pages: t.pages.map((p) => ({ pgno: p.pgno, data: new Uint8Array(Buffer.from(p.data, 'base64')) })) }));
+  const file = readFileSync(path);
+  const jsonLen = file.readUInt32BE(0);
+  const index = JSON.parse(file.subarray(4, 4 + jsonLen).toString('utf8')) as (Omit<Txn, 'pages'> & { pgnos: number[] })[];
+  let at = 4 + jsonLen;
+  const total = index.reduce((n, t) => n + t.pgnos.length, 0);
+  const pageSize = total === 0 ? 0 : (file.length - at) / total;
+  return index.map(({ pgnos, ...t }) => ({
+    ...t,
+    pages: pgnos.map((pgno) => {
+      const data = new Uint8Array(file.buffer, file.byteOffset + at, pageSize);
+      at += pageSize;
+      return { pgno, data };
+    }),
+  }));
 }

@@ -39,9 +39,14 @@ export class Applier {
   }
 
   /** Applies txns (already ordered) as one batch. `durableCap` bounds the durable seq recorded with it. */
-  apply(generation: string, txns: readonly Txn[], durableCap: number): Promise<ApplyResult> {
+  apply(generation: string, txns: readonly Txn[], durableCap: number, settle: boolean): Promise<ApplyResult> {
     const batch = packBatch(txns);
-    return this.#request({ kind: 'apply', generation, batch, durableCap }, [batch.pgnos.buffer as ArrayBuffer, batch.data.buffer as ArrayBuffer]) as Promise<ApplyResult>;
+    return this.#request({ kind: 'apply', generation, batch, durableCap, settle }, [batch.pgnos.buffer as ArrayBuffer, batch.data.buffer as ArrayBuffer]) as Promise<ApplyResult>;
+  }
+
+  /** Writes a deferred post-commit cursor record (ApplyWorker.settle). */
+  settle(): Promise<CursorRecord> {
+    return this.#request({ kind: 'settle' }) as Promise<CursorRecord>;
   }
 
   setDurable(durableSeq: number): Promise<CursorRecord> {

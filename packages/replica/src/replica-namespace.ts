@@ -152,6 +152,7 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
   #lastApply: LastApply | null = null;
   #idle: Promise<void> = Promise.resolve();
   #idleResolve: (() => void) | null = null;
+  #settleScheduled = false;
 
   private constructor(name: string, dir: string, options: ResolvedReplicaOptions, applier: Applier, recovered: RecoverResult) {
     super();
@@ -355,7 +356,9 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
           chunkBytes += tb;
           j++;
         }
-        const result = await this.#applier.apply(items[0]!.generation, txns.slice(i, j), this.#durability.capFor(txns[j - 1]!.seq));
+        // The post-commit cursor record is deferred (ApplyWorker.apply, step 8)
+        // and written by #settleWhenIdle unless more work arrives first.
+        const result = await this.#applier.apply(items[0]!.generation, txns.slice(i, j), this.#durability.capFor(txns[j - 1]!.seq), false);
         this.#afterBatch(result);
         if (result.diverged !== null) error = new DivergedError(`seq ${result.diverged.seq}: ${result.diverged.reason} (expected ${result.diverged.expected}, computed ${result.diverged.actual})`);
         i = j;
@@ -392,7 +395,23 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       const done = this.#idleResolve;
       this.#idleResolve = null;
       done?.();
+      this.#settleWhenIdle();
     }
+  }
+
+  /**
+   * Writes the deferred post-commit cursor record once the caller has had a
+   * turn of the event loop to queue more work: a caller applying seq after
+   * seq (await, apply, await …) never pays for it between applies.
+   */
+  #settleWhenIdle(): void {
+    if (this.#settleScheduled) return;
+    this.#settleScheduled = true;
+    setImmediate(() => {
+      this.#settleScheduled = false;
+      if (this.#applying || this.#queue.length > 0 || this.#state === 'closed') return;
+      this.#applier.settle().catch((err: unknown) => this.#log.warn({ err }, 'deferred cursor write failed; recovery decides by checksum'));
+    });
   }
 
   #afterBatch(result: ApplyResult): void {
