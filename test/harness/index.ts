@@ -17,3 +17,4 @@ export function useHarness(): void {
   });
 }
 export * from './wal-capture.js';
+export * from './primary-daemon.js';

@@ -459,16 +459,23 @@ export class PrimaryNamespace {
    */
   async #checkpoint(run: RunCheckpoint): Promise<void> {
     if (this.#state !== 'running') return;
+    this.#logger.debug({ ns: this.name }, 'checkpoint: re-pin');
     await this.#exclusive(async () => this.#ingest(await this.#tailer.repin()));
+    this.#logger.debug({ ns: this.name }, 'checkpoint: passive');
     await run(this.path, 'PASSIVE');
+    this.#logger.debug({ ns: this.name }, 'checkpoint: seal');
     if (this.#state !== 'running') return;
     const truncate = this.#walBytes > this.#options.walTruncateBytes;
     await this.#exclusive(async () => {
+      this.#logger.debug({ ns: this.name }, 'checkpoint: sealing');
       await this.#tailer.seal();
       try {
+        this.#logger.debug({ ns: this.name }, 'checkpoint: sealed');
         await this.#ingest(await this.#tailer.readNew());
         this.#tailer.releasePins();
+        this.#logger.debug({ ns: this.name }, 'checkpoint: passive under seal');
         await run(this.path, 'PASSIVE');
+        this.#logger.debug({ ns: this.name }, 'checkpoint: passive under seal done');
       } finally {
         // Pinning rule 2: never leave the seal without a pin.
         try {

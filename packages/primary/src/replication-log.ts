@@ -104,7 +104,8 @@ export class ReplicationLog {
   #reason = '';
   #nextSeq = 1;
   #pending: Pending[] = [];
-  #flushing: Promise<void> | undefined;
+  #flushing: Promise<void> = Promise.resolve();
+  #flushRunning = false;
   #failed: unknown;
   #closed = false;
   #recovery: LogRecovery = { unclean: false, verifiedSegments: 0, discardedBytes: 0, removedSegments: 0 };
@@ -334,19 +335,26 @@ export class ReplicationLog {
   #enqueue(buf: Buffer, state: RecordState, record: LogRecord): Promise<LogRecord> {
     return new Promise<LogRecord>((resolve, reject) => {
       this.#pending.push({ buf, state, record, resolve, reject });
-      this.#flushing ??= this.#flushLoop().finally(() => {
-        this.#flushing = undefined;
-      });
+      if (!this.#flushRunning) {
+        this.#flushRunning = true;
+        this.#flushing = this.#flushLoop();
+      }
     });
   }
 
   async #idle(): Promise<void> {
-    while (this.#flushing !== undefined) await this.#flushing;
+    while (this.#flushRunning) await this.#flushing;
   }
 
   /** Group commit: everything queued goes out in one write and one fdatasync. */
   async #flushLoop(): Promise<void> {
-    while (this.#pending.length > 0) {
+    for (;;) {
+      // Checked and cleared synchronously, so an append never finds the
+      // flag set by a loop that has already decided to stop.
+      if (this.#pending.length === 0) {
+        this.#flushRunning = false;
+        return;
+      }
       const batch = this.#pending.splice(0);
       try {
         if (this.#failed !== undefined) throw this.#failed;

@@ -300,11 +300,23 @@ export class WalTailer {
       return { commits: [], state: this.#state, newIncarnation: false, walBytes: size };
     }
     const head = Buffer.allocUnsafe(WAL_HEADER_BYTES);
-    await file.read(head, 0, WAL_HEADER_BYTES, 0);
+    const got = await file.read(head, 0, WAL_HEADER_BYTES, 0);
+    if (got.bytesRead < WAL_HEADER_BYTES) {
+      // Truncated between the stat and the read.
+      return { commits: [], state: this.#state, newIncarnation: false, walBytes: got.bytesRead };
+    }
     let newIncarnation = false;
     let state = this.#state;
     if (state === undefined || state.header.salt1 !== head.readUInt32BE(16) || state.header.salt2 !== head.readUInt32BE(20)) {
-      const header = parseWalHeader(head);
+      let header: WalHeader;
+      try {
+        header = parseWalHeader(head);
+      } catch (err) {
+        // A header being rewritten (restart, or the first write after a
+        // TRUNCATE) can be seen half-written; only a persistent one is corrupt.
+        this.#checkStall(0, Number.POSITIVE_INFINITY, 0, err as Error);
+        return { commits: [], state: this.#state, newIncarnation: false, walBytes: size };
+      }
       newIncarnation = state !== undefined;
       state = initialWalState(header);
       this.#stall = undefined;
@@ -315,7 +327,8 @@ export class WalTailer {
     const commits: WalCommit[] = [];
     let chunk = Math.max(frameBytes, Math.floor(this.#options.walReadBytes / frameBytes) * frameBytes);
     while (state.offset + frameBytes <= size) {
-      const want = Math.min(chunk, Math.floor((size - state.offset) / frameBytes) * frameBytes);
+      const available = Math.floor((size - state.offset) / frameBytes) * frameBytes;
+      const want = Math.min(chunk, available);
       const buf = Buffer.allocUnsafe(want);
       const { bytesRead } = await file.read(buf, 0, want, state.offset);
       const scan = scanWalFrames(buf.subarray(0, bytesRead), state.offset, state);
@@ -328,7 +341,7 @@ export class WalTailer {
       if (scan.stop === 'salt-mismatch') break;
       if (scan.commits.length === 0) {
         // An open transaction longer than the chunk: read more at once.
-        if (bytesRead < want || state.offset + want >= size) break;
+        if (bytesRead < want || want === available) break;
         chunk *= 2;
       }
     }
@@ -342,7 +355,7 @@ export class WalTailer {
    * that persists while later bytes exist is corruption (§4.3: SQLite would
    * discard everything from that frame on at its next recovery).
    */
-  #checkStall(offset: number, size: number, frameBytes: number): void {
+  #checkStall(offset: number, size: number, frameBytes: number, headerError?: Error): void {
     if (offset + frameBytes >= size) return;
     const now = Date.now();
     if (this.#stall === undefined || this.#stall.offset !== offset) {
@@ -350,6 +363,9 @@ export class WalTailer {
       return;
     }
     if (now - this.#stall.since >= this.#options.walStallTimeoutMs) {
+      if (headerError !== undefined) {
+        throw new WalFormatError(`${this.#walPath}: the WAL header has been invalid for ${now - this.#stall.since} ms: ${headerError.message}`, { cause: headerError });
+      }
       throw new WalFormatError(
         `${this.#walPath}: the frame at offset ${offset} has failed its checksum for ${now - this.#stall.since} ms while later bytes exist (corrupt WAL)`,
       );

@@ -1,0 +1,194 @@
+import { describe, expect, it, afterEach } from 'vitest';
+import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ReplicationLog, type LogRecord, type WalPosition } from '@walwire/primary';
+import { hasCode } from '@walwire/protocol';
+import { silentLogger } from '@walwire/runtime';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'walwire-log-'));
+  dirs.push(d);
+  return d;
+}
+
+const PAGE = 1024;
+const wal = (offset: number): WalPosition => ({ salt1: 7, salt2: 9, offset, chain: [offset, offset + 1] });
+const page = (fill: number): Uint8Array => new Uint8Array(PAGE).fill(fill);
+const checksum = (n: number): string => n.toString(16).padStart(16, '0');
+
+async function openLog(dir: string, segmentBytes = 1024 * 1024): Promise<ReplicationLog> {
+  return ReplicationLog.open({ dir, segmentBytes, logger: silentLogger() });
+}
+
+async function startGen(log: ReplicationLog, generation = 'a'.repeat(32)): Promise<void> {
+  await log.startGeneration({ generation, checksum: checksum(0), commitSize: 1, pageSize: PAGE, wal: wal(32), reason: 'test' });
+}
+
+function appendTxn(log: ReplicationLog, n: number): Promise<LogRecord> {
+  return log.appendTxn({ commitSize: n + 1, checksum: checksum(n), commitTime: 1000 + n, pages: [{ pgno: 1, data: page(n) }, { pgno: n + 1, data: page(n + 1) }] }, 1, wal(32 + n * 100));
+}
+
+function segments(dir: string): string[] {
+  return readdirSync(dir).filter((n) => n.endsWith('.wwlog')).sort();
+}
+
+describe('ReplicationLog', () => {
+  it('appends with group commit, assigns consecutive seqs and reads them back exactly', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log);
+    const appended = await Promise.all(Array.from({ length: 50 }, (_, i) => appendTxn(log, i + 1)));
+    expect(appended.map((r) => r.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    expect(log.head?.seq).toBe(50);
+    const blob = await log.appendBlobPut({ blobId: 'photo-1', size: 12, sha256: 'cd'.repeat(32) });
+    const del = await log.appendBlobDelete('photo-1');
+    expect([blob.seq, del.seq]).toEqual([51, 52]);
+    expect(log.head?.checksum).toBe(checksum(50));
+    const read = await log.readRange(10, 12);
+    expect(read.map((r) => r.seq)).toEqual([10, 11, 12]);
+    const r10 = read[0]!;
+    expect(r10.kind).toBe('txn');
+    if (r10.kind !== 'txn') throw new Error('kind');
+    expect(r10.txn.commitSize).toBe(11);
+    expect(r10.txn.checksum).toBe(checksum(10));
+    expect(r10.txn.commitTime).toBe(1010);
+    expect(r10.txn.pages.map((p) => p.pgno)).toEqual([1, 11]);
+    expect(Buffer.from(r10.txn.pages[1]!.data).equals(Buffer.from(page(11)))).toBe(true);
+    const blobs = await log.readRange(51);
+    expect(blobs).toEqual([
+      { kind: 'blob-put', seq: 51, generation: 'a'.repeat(32), blobId: 'photo-1', size: 12, sha256: 'cd'.repeat(32), time: blob.time },
+      { kind: 'blob-delete', seq: 52, generation: 'a'.repeat(32), blobId: 'photo-1', time: del.time },
+    ]);
+    await log.close();
+    const again = await openLog(dir);
+    expect(again.recovery.unclean).toBe(false);
+    expect(again.head?.seq).toBe(52);
+    expect(again.generation).toBe('a'.repeat(32));
+    expect((await again.readRange(1)).length).toBe(52);
+    await again.close();
+  });
+
+  it('discards a torn tail at start and never reuses a surviving seq', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log);
+    for (let i = 1; i <= 5; i++) await appendTxn(log, i);
+    await log.close();
+    const file = join(dir, segments(dir)[0]!);
+    const size = statSync(file).size;
+    truncateSync(file, size - 100); // tear the last record
+    writeFileSync(join(dir, '.sentinel'), 'crashed\n');
+    const reopened = await openLog(dir);
+    expect(reopened.recovery.unclean).toBe(true);
+    expect(reopened.recovery.discardedBytes).toBeGreaterThan(0);
+    expect(reopened.head?.seq).toBe(4);
+    const next = await appendTxn(reopened, 5);
+    expect(next.seq).toBe(5);
+    expect((await reopened.readRange(1)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    await reopened.close();
+  });
+
+  it('treats a zero-filled tail as torn', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log);
+    for (let i = 1; i <= 3; i++) await appendTxn(log, i);
+    await log.close();
+    const file = join(dir, segments(dir)[0]!);
+    writeFileSync(file, Buffer.concat([readFileSync(file), Buffer.alloc(4096)]));
+    const reopened = await openLog(dir);
+    expect(reopened.head?.seq).toBe(3);
+    expect(reopened.recovery.discardedBytes).toBe(4096);
+    await reopened.close();
+  });
+
+  it('rolls segments, reads across them, and verifies every segment after an unclean stop', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir, 64 * 1024);
+    await startGen(log);
+    for (let i = 1; i <= 100; i++) await appendTxn(log, i);
+    expect(segments(dir).length).toBeGreaterThan(2);
+    expect((await log.readRange(1)).map((r) => r.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    await log.close();
+    // Corrupt a byte in the middle of the first (sealed) segment.
+    const first = join(dir, segments(dir)[0]!);
+    const bytes = readFileSync(first);
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff;
+    writeFileSync(first, bytes);
+    writeFileSync(join(dir, '.sentinel'), 'crashed\n');
+    const err = await openLog(dir, 64 * 1024).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(hasCode(err, 'WALWIRE_ERR_LOG_CORRUPT')).toBe(true);
+  });
+
+  it('retention drops whole old segments; reading below them needs a snapshot', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir, 64 * 1024);
+    await startGen(log);
+    for (let i = 1; i <= 60; i++) await appendTxn(log, i);
+    const before = segments(dir).length;
+    const removed = await log.truncateBefore(40);
+    expect(removed).toBeGreaterThan(0);
+    expect(segments(dir).length).toBe(before - removed);
+    expect(log.firstSeq).toBeLessThanOrEqual(40);
+    expect(log.firstSeq).toBeGreaterThan(1);
+    const err = await log.readRange(1).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(hasCode(err, 'WALWIRE_ERR_SNAPSHOT_REQUIRED')).toBe(true);
+    expect((await log.readRange(40)).map((r) => r.seq)).toEqual(Array.from({ length: 21 }, (_, i) => i + 40));
+    await log.close();
+    const again = await openLog(dir, 64 * 1024);
+    expect(again.firstSeq).toBe(log.firstSeq);
+    expect(again.head?.seq).toBe(60);
+    await again.close();
+  });
+
+  it('a new generation restarts seqs at 1 and removes the old generation, also when interrupted', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    for (let i = 1; i <= 3; i++) await appendTxn(log, i);
+    const oldSegment = readFileSync(join(dir, segments(dir)[0]!));
+    await startGen(log, 'b'.repeat(32));
+    expect(log.generation).toBe('b'.repeat(32));
+    expect(log.head?.seq).toBe(0);
+    expect((await appendTxn(log, 1)).seq).toBe(1);
+    expect(segments(dir).length).toBe(1);
+    await log.close();
+    // A crash after the new segment appeared but before the old one was removed.
+    writeFileSync(join(dir, '0000000000.wwlog'), oldSegment);
+    const reopened = await openLog(dir);
+    expect(reopened.generation).toBe('b'.repeat(32));
+    expect(reopened.recovery.removedSegments).toBe(1);
+    expect(segments(dir).length).toBe(1);
+    expect((await reopened.readRange(1)).map((r) => r.seq)).toEqual([1]);
+    await reopened.close();
+  });
+
+  it('a damaged segment header is corruption, never silently dropped', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log);
+    await appendTxn(log, 1);
+    await log.close();
+    const file = join(dir, segments(dir)[0]!);
+    const bytes = readFileSync(file);
+    bytes[20] = bytes[20]! ^ 0x01;
+    writeFileSync(file, bytes);
+    const err = await openLog(dir).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(hasCode(err, 'WALWIRE_ERR_LOG_CORRUPT')).toBe(true);
+  });
+});
