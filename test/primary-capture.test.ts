@@ -62,7 +62,8 @@ describe('primary capture', () => {
     const images: Buffer[] = [];
     for (const step of STEPS) {
       if (step.via === 'bs3') await writer.exec(step.sql);
-      else sqlite3Cli(db, step.sql);
+      // The daemon's seal holds the write lock for a few ms: writers need a busy timeout.
+      else sqlite3Cli(db, `.timeout 10000\n${step.sql}`);
       const image = readDatabaseSnapshot(db);
       images.push(image);
       await daemon.waitForChecksum('app', imageChecksum(image, pageSize));

@@ -56,32 +56,46 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   readonly #failedToOpen = new Map<string, Error>();
   #stopped = false;
 
-  private constructor(options: ResolvedPrimaryOptions, logger: Logger) {
+  #started = false;
+
+  /**
+   * Validates the options (WALWIRE_ERR_INVALID_OPTION) without touching any
+   * file. Attach listeners, then call `start()`, so that events raised while
+   * starting (a new generation, a namespace that fails) are not missed.
+   */
+  constructor(options: PrimaryOptions) {
     super();
-    this.#options = options;
+    const resolved = resolvePrimaryOptions(options);
+    const logger = options.logger ?? silentLogger();
+    this.#options = resolved;
     this.#logger = logger;
     this.#checkpointer = new Checkpointer({
-      concurrency: options.checkpointConcurrency,
-      busyTimeoutMs: options.checkpointBusyTimeoutMs,
-      backoffMs: options.checkpointBackoffMs,
-      backoffMaxMs: options.checkpointBackoffMaxMs,
-      degradedAfterErrors: options.degradedAfterErrors,
+      concurrency: resolved.checkpointConcurrency,
+      busyTimeoutMs: resolved.checkpointBusyTimeoutMs,
+      backoffMs: resolved.checkpointBackoffMs,
+      backoffMaxMs: resolved.checkpointBackoffMaxMs,
+      degradedAfterErrors: resolved.degradedAfterErrors,
       logger,
       onDegraded: (ns, degraded, error) => this.emit('degraded', { ns, degraded, error }),
     });
   }
 
-  /**
-   * Validates the options, opens every namespace (in parallel) and starts
-   * tailing. A namespace that fails to open is logged, reported by
-   * `status()` and emitted as `namespace-error`; the others start anyway.
-   */
+  /** `new Primary(options)` then `start()`, for callers that attach listeners later. */
   static async start(options: PrimaryOptions): Promise<Primary> {
-    const resolved = resolvePrimaryOptions(options);
-    const logger = options.logger ?? silentLogger();
-    const primary = new Primary(resolved, logger);
-    await Promise.all([...resolved.namespaces.keys()].map((name) => primary.#open(name)));
+    const primary = new Primary(options);
+    await primary.start();
     return primary;
+  }
+
+  /**
+   * Opens every namespace (in parallel) and starts tailing. A namespace that
+   * fails to open is logged, reported by `status()` and emitted as
+   * `namespace-error`; the others start anyway.
+   */
+  async start(): Promise<void> {
+    if (this.#started) throw new ClosedError('primary was already started');
+    this.#started = true;
+    await Promise.all([...this.#options.namespaces.keys()].map((name) => this.#open(name)));
   }
 
   async #open(name: string): Promise<void> {
@@ -104,7 +118,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       const error = err instanceof Error ? err : new Error(String(err));
       this.#failedToOpen.set(name, error);
       this.#logger.error({ ns: name, err: error.message }, 'namespace failed to start; other namespaces are unaffected');
-      queueMicrotask(() => this.emit('namespace-error', { ns: name, error }));
+      this.emit('namespace-error', { ns: name, error });
     }
   }
 
