@@ -19,15 +19,16 @@ type RequestBody = WorkerRequest extends infer R ? (R extends WorkerRequest ? Om
 
 export class Applier {
   readonly #worker: Worker;
+  readonly #abortFlag = new Int32Array(new SharedArrayBuffer(4));
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #dead: Error | null = null;
   /** Called (on this thread) while the worker waits for readers to release their locks. */
   onLockWait: (waitedMs: number) => void = () => {};
 
-  constructor(data: ApplyWorkerData) {
+  constructor(data: Omit<ApplyWorkerData, 'abortFlag'>) {
     this.#worker = new Worker(new URL('./apply-worker.js', import.meta.url), {
-      workerData: { ...data, walwireApplyWorker: true },
+      workerData: { ...data, abortFlag: this.#abortFlag, walwireApplyWorker: true },
     });
     this.#worker.on('message', (event: WorkerEvent) => this.#onEvent(event));
     this.#worker.on('error', (err) => this.#fail(new ApplyFailedError(`apply worker crashed: ${err.message}`, { cause: err })));
@@ -51,6 +52,11 @@ export class Applier {
 
   setDurable(durableSeq: number): Promise<CursorRecord> {
     return this.#request({ kind: 'set-durable', durableSeq }) as Promise<CursorRecord>;
+  }
+
+  /** Makes a batch that is waiting for readers' locks give up (ClosedError) at its next attempt. */
+  abortLockWait(): void {
+    Atomics.store(this.#abortFlag, 0, 1);
   }
 
   /** Closes the worker's SQLite connection and ends the thread. */

@@ -33,6 +33,7 @@ import {
 import { parentPort, workerData } from 'node:worker_threads';
 import {
   ApplyFailedError,
+  ClosedError,
   DatabaseChecksum,
   DivergedError,
   InvalidTxnError,
@@ -60,6 +61,8 @@ export interface ApplyWorkerData {
   readonly fd: number;
   readonly lockAttemptMs: number;
   readonly verifyReadBytes: number;
+  /** Set to 1 by the main thread to abandon a lock wait (namespace closing). */
+  readonly abortFlag: Int32Array;
 }
 
 /**
@@ -183,6 +186,8 @@ export class ApplyWorker {
    *               (seqs ≤ Sc are skipped, so re-sending is idempotent);
    *   Cdb = Cp  → at Sp; record it;
    *   otherwise → diverged: latched, and a snapshot is requested.
+   * The decision is recorded with one atomic cursor write; a crash before it
+   * leaves the inputs unchanged, so the next start decides the same way.
    */
   recover(): RecoverResult {
     let cursor = readCursorSync(this.#data.cursorPath);
@@ -346,6 +351,7 @@ export class ApplyWorker {
     const skipped = all.length - txns.length;
     if (txns.length === 0) return this.#noop(cursor, skipped, started);
     this.#validate(txns, batch.pageSize || this.#pageSize || 4096);
+    // Before the lock: nothing on disk changes until step 2.
     const lockWaitMs = this.#beginExclusive();
     let journalWritten = false;
     let pagesTouched = false;
@@ -488,7 +494,9 @@ export class ApplyWorker {
   /**
    * Undoes a failed batch while the EXCLUSIVE lock is still held: exactly
    * what SQLite's hot-journal playback would do (restore the original pages,
-   * truncate to the original size, sync, delete the journal).
+   * truncate to the original size, sync, delete the journal). A crash
+   * during the undo leaves the journal hot, and the next opener finishes the
+   * playback; the journal is deleted only after the restored pages are synced.
    */
   #abort(journalWritten: boolean, pagesTouched: boolean, oldSize: number, originals: readonly JournalRecord[], pageSize: number): void {
     try {
@@ -614,6 +622,9 @@ export class ApplyWorker {
         if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
         const code = (err as { code?: string }).code;
         if (code !== 'SQLITE_BUSY' && code !== 'SQLITE_BUSY_SNAPSHOT' && code !== 'SQLITE_LOCKED') throw err;
+        if (Atomics.load(this.#data.abortFlag, 0) === 1) {
+          throw new ClosedError(`namespace closing: gave up waiting ${Math.round(performance.now() - start)} ms for readers' locks`);
+        }
         this.#post({ kind: 'lock-wait', waitedMs: performance.now() - start });
       }
     }

@@ -307,6 +307,8 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
     for (const item of queued) item.reject(new ClosedError(`namespace ${this.name} closed`));
     this.#queuedBytes = 0;
     this.#queuedTxns = 0;
+    // A batch still waiting for a reader's lock gives up rather than hold the close.
+    this.#applier.abortLockWait();
     await this.#idle.catch(() => {});
     this.#state = 'closed';
     for (const wake of this.#room.splice(0)) wake();

@@ -32,7 +32,10 @@ afterEach(async () => {
   delete process.env['WALWIRE_FAILPOINTS'];
 });
 
-async function openNs(dataDir = makeTempDir('walwire-ns-'), options: { maxQueuedBytes?: number } = {}): Promise<ReplicaNamespace> {
+async function openNs(
+  dataDir = makeTempDir('walwire-ns-'),
+  options: { maxQueuedBytes?: number; lockWaitWarnMs?: number; lockAttemptMs?: number } = {},
+): Promise<ReplicaNamespace> {
   const replica = await Replica.open({ dataDir, ...options });
   open.push(replica);
   return replica.openNamespace('main');
@@ -201,4 +204,30 @@ describe('failures and recovery', () => {
     reader.close();
     expect(readFileSync(ns.dbPath)[18]).toBe(1);
   });
+
+  it('reports a reader holding its lock and gives up the wait when closed', async () => {
+    const ns = await openNs(undefined, { lockWaitWarnMs: 100, lockAttemptMs: 50 });
+    await ns.apply(GEN, txns(1, 5));
+    const reader = new Database(ns.dbPath, { readonly: true, timeout: 5000 });
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM bank').get();
+    const delayed: number[] = [];
+    ns.on('apply-delayed', (e) => delayed.push(e.waitedMs));
+    const pending = ns.apply(GEN, txns(6, 8)).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(delayed.length).toBeGreaterThan(0);
+    expect(ns.status.lockWaitMs).toBeGreaterThanOrEqual(100);
+    expect(ns.position.appliedSeq).toBe(5);
+    await open.pop()!.close();
+    expect(hasCode(await pending, 'WALWIRE_ERR_CLOSED')).toBe(true);
+    reader.exec('COMMIT');
+    reader.close();
+    await expectAtPath(ns.dbPath, 5);
+  });
 });
+
+async function expectAtPath(dbPath: string, seq: number): Promise<void> {
+  const diff = diffImages(await sqliteImageAt(source, seq), readReplicaImage(dbPath));
+  expect(diff.pages).toEqual([]);
+  expect(diff.sizes[1]).toBe(diff.sizes[0]);
+}
