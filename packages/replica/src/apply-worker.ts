@@ -139,7 +139,8 @@ interface Plan {
   /** Pages to write, last version within the batch, by pgno. */
   readonly pages: Map<number, Uint8Array>;
   readonly newSize: number;
-  readonly checksum: DatabaseChecksum;
+  /** The database checksum after the last kept txn (the primary's, verified). */
+  readonly checksum: string;
   readonly diverged: DivergedState | null;
 }
 
@@ -152,6 +153,11 @@ export class ApplyWorker {
   #cursor: CursorRecord | null = null;
   /** Set when a failed apply could not be rolled back: refuse everything until reopened. */
   #broken: string | null = null;
+  /**
+   * #checksum no longer describes the disk: a batch advanced it and then
+   * failed or diverged. Only recover() (a reopen) rebuilds it.
+   */
+  #checksumStale = false;
   /** The last commit's cursor record 2 is not written yet (see apply, step 8). */
   #unsettled = false;
 
@@ -373,12 +379,18 @@ export class ApplyWorker {
       if (oldSize === 0 && !txns[0]!.pages.some((p) => p.pgno === 1)) {
         throw new InvalidTxnError('the first batch applied to an empty replica must contain page 1');
       }
-      let plan = this.#plan(txns, pageSize, oldSize, txns.length);
-      if (plan.diverged !== null) {
-        const cut = plan.txns.length;
-        plan = cut === 0 ? plan : { ...this.#plan(txns, pageSize, oldSize, cut), diverged: plan.diverged };
+      // The live checksum is advanced in place (no per-batch copy of its
+      // 8-bytes-a-page table); it matches the disk again only once the batch
+      // commits. Until then, and for good after a divergence, it is stale.
+      this.#checksumStale = true;
+      let plan = this.#plan(txns, pageSize, oldSize, txns.length, this.#checksum);
+      if (plan.diverged !== null && plan.txns.length > 0) {
+        // Commit the verified prefix: merge it again, without hashing.
+        plan = { ...this.#plan(txns, pageSize, oldSize, plan.txns.length, null), diverged: plan.diverged };
       }
       if (plan.txns.length === 0) {
+        this.#checksumStale = false;
+        this.#broken = 'the namespace diverged';
         this.#db.exec('ROLLBACK');
         const diverged = plan.diverged!;
         this.#cursor = { ...cursor, diverged };
@@ -410,7 +422,7 @@ export class ApplyWorker {
       const pendingDurable = Math.min(last.seq, Math.max(cursor.durableSeq, durableCap));
       writeCursorSync(
         this.#data.cursorPath,
-        { ...cursor, generation, pending: { fromSeq: plan.txns[0]!.seq, seq: last.seq, checksum: plan.checksum.value, durableSeq: pendingDurable } },
+        { ...cursor, generation, pending: { fromSeq: plan.txns[0]!.seq, seq: last.seq, checksum: plan.checksum, durableSeq: pendingDurable } },
         { syncDir: false },
       );
       failpoint('replica.apply.after-pending-cursor');
@@ -448,13 +460,13 @@ export class ApplyWorker {
       unlinkSync(this.#data.journalPath);
       journalWritten = false;
       pagesTouched = false;
-      this.#checksum = plan.checksum;
+      this.#checksumStale = plan.diverged !== null;
       this.#pageSize = pageSize;
       this.#cursor = {
         version: cursor.version,
         generation,
         appliedSeq: last.seq,
-        checksum: plan.checksum.value,
+        checksum: plan.checksum,
         durableSeq: pendingDurable,
         pending: null,
         diverged: plan.diverged,
@@ -484,9 +496,14 @@ export class ApplyWorker {
         diverged: plan.diverged,
       };
     } catch (err) {
-      if (err instanceof ApplyFailedError && this.#broken !== null && !journalWritten && !pagesTouched) throw err;
+      if (this.#checksumStale && this.#broken === null) {
+        this.#broken = 'a failed batch left the in-memory checksum ahead of the database; reopen the namespace to verify it again';
+      }
+      // Undo what was written (nothing, if the failure came after the commit
+      // point) and release the lock.
       this.#abort(journalWritten, pagesTouched, oldSize, originals, batch.pageSize || this.#pageSize);
-      if (err instanceof WalwireError && !(err instanceof ApplyFailedError) && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
+      if (err instanceof ApplyFailedError) throw err;
+      if (err instanceof WalwireError && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
       throw new ApplyFailedError(`apply of seqs ${txns[0]!.seq}..${txns[txns.length - 1]!.seq} failed and was rolled back: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -557,8 +574,7 @@ export class ApplyWorker {
    * each one's checksum against the primary's. Stops at the first mismatch:
    * that txn and every later one are left out and reported as diverged.
    */
-  #plan(txns: readonly Txn[], pageSize: number, oldSize: number, limit: number): Plan {
-    const checksum = this.#checksum.clone();
+  #plan(txns: readonly Txn[], pageSize: number, oldSize: number, limit: number, checksum: DatabaseChecksum | null): Plan {
     const pages = new Map<number, Uint8Array>();
     const lockPage = lockBytePage(pageSize);
     let size = oldSize;
@@ -567,29 +583,29 @@ export class ApplyWorker {
       const t = txns[i]!;
       const written = new Set<number>();
       for (const p of t.pages) {
-        checksum.setPage(p.pgno, p.data);
+        checksum?.setPage(p.pgno, p.data);
         pages.set(p.pgno, p.data);
         written.add(p.pgno);
       }
       if (t.commitSize < size) {
-        checksum.truncate(t.commitSize);
+        checksum?.truncate(t.commitSize);
         for (const pgno of pages.keys()) if (pgno > t.commitSize) pages.delete(pgno);
       } else if (t.commitSize > size) {
         // Growth without a page image: the file extension reads as zeros.
         for (let p = size + 1; p <= t.commitSize; p++) {
           if (written.has(p) || p === lockPage) continue;
           const zero = new Uint8Array(pageSize);
-          checksum.setPage(p, zero);
+          checksum?.setPage(p, zero);
           pages.set(p, zero);
         }
       }
       size = t.commitSize;
-      if (checksum.value !== t.checksum) {
+      if (checksum !== null && checksum.value !== t.checksum) {
         return {
           txns: kept,
           pages,
           newSize: size,
-          checksum,
+          checksum: kept[kept.length - 1]?.checksum ?? this.#requireCursor().checksum,
           diverged: {
             seq: t.seq,
             expected: t.checksum,
@@ -601,7 +617,8 @@ export class ApplyWorker {
       }
       kept.push(t);
     }
-    return { txns: kept, pages, newSize: size, checksum, diverged: null };
+    // Without hashing (null), the kept txns were verified by an earlier pass.
+    return { txns: kept, pages, newSize: size, checksum: kept[kept.length - 1]!.checksum, diverged: null };
   }
 
   /**
