@@ -107,6 +107,21 @@ describe('replica apply, page-exact against SQLite', () => {
     }
   });
 
+  it('handles the smallest and largest page sizes (512 and 65536 bytes)', async () => {
+    for (const pageSize of [512, 65536]) {
+      const source = await captureSource({ statements: SCENARIO.slice(0, 12), pageSize });
+      expect(source.pageSize).toBe(pageSize);
+      const replica = await Replica.open({ dataDir: makeTempDir('walwire-replica-') });
+      const ns = await replica.openNamespace('main');
+      for (let i = 0; i < source.txns.length; i += 4) {
+        const batch = source.txns.slice(i, i + 4);
+        await ns.apply(GEN, batch);
+        await expectExact(source, ns.dbPath, batch[batch.length - 1]!.seq);
+      }
+      await replica.close();
+    }
+  });
+
   it('coalesces concurrent apply calls into batches', async () => {
     const source = await captureSource({ bank: { accounts: 20, txns: 200 } });
     const replica = await Replica.open({ dataDir: makeTempDir('walwire-replica-'), maxBatchTxns: 64 });

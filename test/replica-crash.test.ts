@@ -161,8 +161,8 @@ describe('replica crash safety (kill -9)', () => {
     console.log(`seed ${seed}: kills ${JSON.stringify(kills)}, decisions ${JSON.stringify(Object.fromEntries(decisions))}, journals ${journalsRolledBack}, reader ${summary}, seq ${reachedByKills} after the kills, final seq ${last}`);
   }, 240_000);
 
-  it('leaves a hot journal that read-only readers refuse until the restarted daemon rolls it back', async () => {
-    const source = await captureSource({ bank: { accounts: 100, txns: 40, padBytes: 40 } });
+  it.each([4096, 512, 65536])('leaves a hot journal that read-only readers refuse until the restarted daemon rolls it back (page size %i)', async (pageSize) => {
+    const source = await captureSource({ bank: { accounts: 100, txns: 40, padBytes: 40 }, pageSize });
     const dir = makeTempDir('walwire-hot-');
     const txnsFile = join(dir, 'txns.json');
     saveTxns(txnsFile, source.txns);
@@ -170,7 +170,7 @@ describe('replica crash safety (kill -9)', () => {
     const dbPath = join(dataDir, 'main', 'db.sqlite');
     await spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 5, untilSeq: 20, autoGo: true })]).succeeded();
     const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 10, autoGo: true })], {
-      env: { WALWIRE_FAILPOINTS: 'replica.apply.mid-pages=kill@2' },
+      env: { WALWIRE_FAILPOINTS: 'replica.apply.mid-pages=kill@1' },
     });
     expect((await killed.exited).signal).toBe('SIGKILL');
     expect(existsSync(`${dbPath}-journal`)).toBe(true);
@@ -190,6 +190,31 @@ describe('replica crash safety (kill -9)', () => {
     await expectPageExact(source, dbPath, 20, 'after rollback');
     expect(readOnly()).toBe(readOnlyRowsAt(source, 20));
     await restarted.kill9();
+  });
+});
+
+describe('replica crash during the very first batch', () => {
+  it('rolls an interrupted first batch back to an empty database (journal of zero records, original size 0)', async () => {
+    const source = await captureSource({ bank: { accounts: 50, txns: 5 } });
+    const dir = makeTempDir('walwire-first-');
+    const txnsFile = join(dir, 'txns.json');
+    saveTxns(txnsFile, source.txns);
+    const dataDir = join(dir, 'data');
+    const dbPath = join(dataDir, 'main', 'db.sqlite');
+    const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 100, autoGo: true })], {
+      env: { WALWIRE_FAILPOINTS: 'replica.apply.before-journal-delete=kill@1' },
+    });
+    expect((await killed.exited).signal).toBe('SIGKILL');
+    expect(readReplicaImage(dbPath).length, 'pages written before the kill').toBeGreaterThan(0);
+    expect(existsSync(`${dbPath}-journal`)).toBe(true);
+    const restarted = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 100 })]);
+    const rec = parseRecovered(await restarted.waitForLine(/^recovered /));
+    expect(rec).toMatchObject({ seq: 0, journal: true, decision: 'at-cursor', state: 'ready' });
+    expect(readReplicaImage(dbPath).length).toBe(0);
+    restarted.process.stdin!.write('go\n');
+    await restarted.waitForLine(/^done /);
+    await restarted.succeeded();
+    await expectPageExact(source, dbPath, source.txns.length, 'after the first batch');
   });
 });
 
