@@ -466,9 +466,9 @@ export class PrimaryNamespace {
     this.#logger.debug({ ns: this.name }, 'checkpoint: seal');
     if (this.#state !== 'running') return;
     const truncate = this.#walBytes > this.#options.walTruncateBytes;
+    // The write lock is awaited outside the mutex, so tailing goes on meanwhile.
+    await this.#tailer.seal();
     await this.#exclusive(async () => {
-      this.#logger.debug({ ns: this.name }, 'checkpoint: sealing');
-      await this.#tailer.seal();
       try {
         this.#logger.debug({ ns: this.name }, 'checkpoint: sealed');
         await this.#ingest(await this.#tailer.readNew());

@@ -166,7 +166,7 @@ export class WalTailer {
         throw new TimeoutError(`sealing ${this.#options.dbPath} (BEGIN IMMEDIATE) waited longer than sealTimeoutMs=${this.#options.sealTimeoutMs} for other writers`);
       }
       await sleep(delay);
-      delay = Math.min(delay * 2, 20);
+      delay = Math.min(delay * 2, 4);
     }
   }
 

@@ -1,0 +1,167 @@
+/**
+ * Primary figures (issue 3):
+ * - writer throughput with the daemon tailing / without it, at 1, 10 and 100
+ *   rows per transaction (goal ≥ 0.9); the writer is a separate process and
+ *   the daemon (library) runs in this one, alternating runs on fresh
+ *   databases;
+ * - commit-to-log latency at 1,000 commits/s (goal p50 ≤ 1 ms, p99 ≤ 5 ms):
+ *   from the writer's commit returning to the record being durable in the
+ *   log (event emitted after fdatasync), both stamped with CLOCK_MONOTONIC.
+ *   Baseline: one 4 KiB write + fdatasync on the same disk.
+ */
+import Database from 'better-sqlite3';
+import { execFile } from 'node:child_process';
+import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { Primary } from '@walwire/primary';
+import { type BenchContext, type Benchmark, type Figure, median, percentile } from './lib.js';
+
+const run = promisify(execFile);
+const WRITER = fileURLToPath(new URL('./primary-writer.js', import.meta.url));
+
+interface WriterResult {
+  readonly elapsedMs: number;
+  readonly commitNs: readonly string[];
+}
+
+function createDb(path: string): void {
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE bench(id INTEGER PRIMARY KEY, v BLOB)');
+  db.close();
+}
+
+async function runWriter(spec: { db: string; txns: number; rowsPerTxn: number; payloadBytes: number; ratePerSec: number }): Promise<WriterResult> {
+  const { stdout } = await run(process.execPath, [WRITER, JSON.stringify(spec)], { maxBuffer: 256 * 1024 * 1024 });
+  return JSON.parse(stdout) as WriterResult;
+}
+
+async function throughput(ctx: BenchContext, rows: number, withDaemon: boolean, txns: number): Promise<number> {
+  const dir = ctx.tmpDir();
+  const db = join(dir, 'bench.db');
+  createDb(db);
+  const primary = withDaemon ? await Primary.start({ dataDir: join(dir, 'data'), namespaces: { bench: { path: db } } }) : undefined;
+  try {
+    const r = await runWriter({ db, txns, rowsPerTxn: rows, payloadBytes: 100, ratePerSec: 0 });
+    return txns / (r.elapsedMs / 1000);
+  } finally {
+    await primary?.stop();
+  }
+}
+
+function fsyncBaseline(ctx: BenchContext, n: number): number[] {
+  const fd = openSync(join(ctx.tmpDir(), 'fsync.bin'), 'w');
+  const page = Buffer.alloc(4096, 7);
+  const out: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      writeSync(fd, page, 0, page.length, i * 4096);
+      fdatasyncSync(fd);
+      out.push(performance.now() - t);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return out;
+}
+
+async function latency(ctx: BenchContext, seconds: number): Promise<{ samples: number[]; seqs: number; commits: number }> {
+  const dir = ctx.tmpDir();
+  const db = join(dir, 'latency.db');
+  createDb(db);
+  const primary = new Primary({ dataDir: join(dir, 'data'), namespaces: { bench: { path: db } } });
+  const logged: { commits: number; at: bigint }[] = [];
+  let cumulative = 0;
+  primary.on('record', ({ record }) => {
+    const at = process.hrtime.bigint();
+    if (record.kind !== 'txn') return;
+    cumulative += record.commits;
+    logged.push({ commits: cumulative, at });
+  });
+  await primary.start();
+  const txns = 1000 * seconds;
+  let result: WriterResult;
+  try {
+    result = await runWriter({ db, txns, rowsPerTxn: 1, payloadBytes: 100, ratePerSec: 1000 });
+    const deadline = Date.now() + 10_000;
+    while (cumulative < txns && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  } finally {
+    await primary.stop();
+  }
+  const samples: number[] = [];
+  let j = 0;
+  for (let k = 0; k < result.commitNs.length; k++) {
+    while (j < logged.length && logged[j]!.commits < k + 1) j++;
+    const rec = logged[j];
+    if (rec === undefined) break;
+    samples.push(Number(rec.at - BigInt(result.commitNs[k]!)) / 1e6);
+  }
+  return { samples, seqs: logged.length, commits: cumulative };
+}
+
+export const primaryBenchmarks: Benchmark = {
+  id: 'primary',
+  title: 'Primary: WAL capture into the replication log',
+  async run(ctx) {
+    const figures: Figure[] = [];
+    const notes: string[] = [];
+    const rounds = ctx.quick ? 1 : 3;
+    for (const rows of [1, 10, 100]) {
+      const txns = Math.round((ctx.quick ? 6000 : 20000) / Math.sqrt(rows));
+      const alone: number[] = [];
+      const tailed: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        alone.push(await throughput(ctx, rows, false, txns));
+        tailed.push(await throughput(ctx, rows, true, txns));
+      }
+      const base = median(alone);
+      const withDaemon = median(tailed);
+      const ratio = withDaemon / base;
+      ctx.log(`throughput ${rows} rows/txn: alone ${base.toFixed(0)} txn/s, tailed ${withDaemon.toFixed(0)} txn/s`);
+      figures.push({
+        name: `writer throughput with daemon tailing / without, ${rows} row${rows === 1 ? '' : 's'}/txn`,
+        value: ratio,
+        unit: '×',
+        goal: '≥ 0.9',
+        met: ratio >= 0.9,
+        baseline: { name: 'writer alone', value: base, unit: 'txn/s' },
+        ratio,
+        note: `with the daemon ${withDaemon.toFixed(0)} txn/s; ${txns} txns of ${rows} × 100-byte rows, median of ${rounds} alternating run(s) on fresh databases`,
+      });
+    }
+    const seconds = ctx.quick ? 2 : 5;
+    const lat = await latency(ctx, seconds);
+    const fsync = fsyncBaseline(ctx, ctx.quick ? 200 : 1000);
+    const p50 = median(lat.samples);
+    const p99 = percentile(lat.samples, 99);
+    const fsyncP50 = median(fsync);
+    figures.push({
+      name: 'commit-to-log latency p50 at 1,000 commits/s',
+      value: p50,
+      p99,
+      unit: 'ms',
+      goal: '≤ 1 ms',
+      met: p50 <= 1,
+      baseline: { name: '4 KiB write + fdatasync, same disk (p50)', value: fsyncP50, unit: 'ms' },
+      ratio: p50 / fsyncP50,
+      note: `${lat.samples.length} commits in ${lat.seqs} seqs; p99 of the baseline ${percentile(fsync, 99).toFixed(2)} ms`,
+    });
+    figures.push({
+      name: 'commit-to-log latency p99 at 1,000 commits/s',
+      value: p99,
+      unit: 'ms',
+      goal: '≤ 5 ms',
+      met: p99 <= 5,
+      baseline: { name: '4 KiB write + fdatasync, same disk (p99)', value: percentile(fsync, 99), unit: 'ms' },
+      ratio: p99 / percentile(fsync, 99),
+    });
+    notes.push(
+      'Throughput: the writer is its own process (better-sqlite3, WAL mode, default auto-checkpoint); "with the daemon" runs the primary library in the benchmark process on the same 2 cores, tailing, logging with fdatasync and checkpointing at its defaults.',
+      `Latency: the writer commits 1 row every 1 ms for ${seconds} s and stamps each commit with process.hrtime.bigint() (CLOCK_MONOTONIC, shared by processes); the primary stamps the record event, emitted after the log's fdatasync. A seq may hold several commits; each commit is charged the time until its seq was durable.`,
+    );
+    return { title: this.title, issue: 3, figures, notes };
+  },
+};

@@ -1,0 +1,47 @@
+/**
+ * Writer process for the primary benchmarks (spawned by primary-suite.ts).
+ * argv[2]: JSON { db, txns, rowsPerTxn, payloadBytes, ratePerSec }.
+ * Prints one JSON line: { elapsedMs, commitNs } where commitNs holds the
+ * CLOCK_MONOTONIC time (process.hrtime.bigint, as a decimal string) right
+ * after each commit when ratePerSec > 0, for commit-to-log latency.
+ */
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+
+interface Spec {
+  db: string;
+  txns: number;
+  rowsPerTxn: number;
+  payloadBytes: number;
+  ratePerSec: number;
+}
+
+const spec = JSON.parse(process.argv[2] ?? '{}') as Spec;
+const db = new Database(spec.db, { timeout: 30_000 });
+db.pragma('journal_mode = WAL');
+const insert = db.prepare('INSERT INTO bench(v) VALUES (?)');
+const payload = randomBytes(spec.payloadBytes);
+const txn = db.transaction(() => {
+  for (let r = 0; r < spec.rowsPerTxn; r++) insert.run(payload);
+});
+const commitNs: string[] = [];
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function main(): Promise<void> {
+  const start = performance.now();
+  for (let i = 0; i < spec.txns; i++) {
+    txn();
+    if (spec.ratePerSec > 0) {
+      commitNs.push(process.hrtime.bigint().toString());
+      const due = start + ((i + 1) * 1000) / spec.ratePerSec;
+      // Busy-wait the last millisecond: timers alone are too coarse for 1 ms pacing.
+      while (due - performance.now() > 1.5) await sleep(1);
+      while (performance.now() < due);
+    }
+  }
+  const elapsedMs = performance.now() - start;
+  db.close();
+  process.stdout.write(`${JSON.stringify({ elapsedMs, commitNs })}\n`);
+}
+
+void main();
