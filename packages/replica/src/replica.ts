@@ -42,7 +42,11 @@ export class Replica extends EventEmitter<NamespaceEvents> {
    */
   openNamespace(name: string): Promise<ReplicaNamespace> {
     if (this.#closed) return Promise.reject(new ClosedError('replica is closed'));
-    assertNamespace(name);
+    try {
+      assertNamespace(name);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     let opening = this.#namespaces.get(name);
     if (opening === undefined) {
       opening = ReplicaNamespace.open(name, this.options).then((ns) => {

@@ -226,6 +226,29 @@ describe('failures and recovery', () => {
   });
 });
 
+describe('Replica', () => {
+  it('opens namespaces once, lists HELLO positions, forwards events and rejects bad names', async () => {
+    const replica = await Replica.open({ dataDir: makeTempDir('walwire-replica-') });
+    open.push(replica);
+    await expect(replica.openNamespace('Bad Name')).rejects.toMatchObject({ code: 'WALWIRE_ERR_INVALID_NAMESPACE' });
+    await expect(replica.namespace('main')).rejects.toMatchObject({ code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE' });
+    const [a, b] = await Promise.all([replica.openNamespace('main'), replica.openNamespace('main')]);
+    expect(a).toBe(b);
+    const other = await replica.openNamespace('other');
+    expect(await replica.positions()).toEqual([
+      { ns: 'main', generation: null, appliedSeq: 0, durableSeq: 0, checksum: null },
+      { ns: 'other', generation: null, appliedSeq: 0, durableSeq: 0, checksum: null },
+    ]);
+    const applied: string[] = [];
+    replica.on('applied', (e) => applied.push(`${e.ns}:${e.appliedSeq}`));
+    await a.apply(GEN, txns(1, 3));
+    await other.apply(GEN, txns(1, 2));
+    expect(applied).toEqual(['main:3', 'other:2']);
+    expect(replica.namespaceNames).toEqual(['main', 'other']);
+    expect((await replica.positions()).map((p) => p.appliedSeq)).toEqual([3, 2]);
+  });
+});
+
 async function expectAtPath(dbPath: string, seq: number): Promise<void> {
   const diff = diffImages(await sqliteImageAt(source, seq), readReplicaImage(dbPath));
   expect(diff.pages).toEqual([]);
