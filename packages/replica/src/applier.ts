@@ -9,7 +9,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { ApplyFailedError, InvalidTxnError, type Txn, errorFromWire } from '@walwire/protocol';
-import type { ApplyResult, ApplyWorkerData, PackedBatch, RecoverResult, WorkerEvent, WorkerRequest } from './apply-worker.js';
+import type { ApplyResult, ApplyWorkerData, InstallImage, InstallResult, PackedBatch, RecoverResult, WorkerEvent, WorkerRequest } from './apply-worker.js';
 import type { CursorRecord } from './cursor-store.js';
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void };
@@ -43,6 +43,11 @@ export class Applier {
   apply(generation: string, txns: readonly Txn[], durableCap: number, settle: boolean): Promise<ApplyResult> {
     const batch = packBatch(txns);
     return this.#request({ kind: 'apply', generation, batch, durableCap, settle }, [batch.pgnos.buffer as ArrayBuffer, batch.data.buffer as ArrayBuffer]) as Promise<ApplyResult>;
+  }
+
+  /** Replaces the database with a verified snapshot image (ApplyWorker.install). */
+  install(image: InstallImage): Promise<InstallResult> {
+    return this.#request({ kind: 'install', image }) as Promise<InstallResult>;
   }
 
   /** Writes a deferred post-commit cursor record (ApplyWorker.settle). */

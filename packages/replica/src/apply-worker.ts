@@ -88,6 +88,7 @@ export type WorkerRequest =
       /** Write cursor record 2 now (nothing else is queued), rather than defer it. */
       readonly settle: boolean;
     }
+  | { readonly id: number; readonly kind: 'install'; readonly image: InstallImage }
   | { readonly id: number; readonly kind: 'settle' }
   | { readonly id: number; readonly kind: 'set-durable'; readonly durableSeq: number }
   | { readonly id: number; readonly kind: 'close' };
@@ -101,7 +102,7 @@ export interface RecoverResult {
   /** A hot journal was found (and rolled back by SQLite). */
   readonly hadJournal: boolean;
   /** How the database state was decided. */
-  readonly decision: 'at-cursor' | 'committed-pending' | 'diverged' | 'latched-diverged';
+  readonly decision: 'at-cursor' | 'committed-pending' | 'installed-pending' | 'diverged' | 'latched-diverged';
   readonly verifyBytes: number;
   readonly verifyMs: number;
 }
@@ -118,6 +119,25 @@ export interface ApplyResult {
   readonly totalMs: number;
   /** Set when a txn's checksum did not match: the batch was cut before it. */
   readonly diverged: DivergedState | null;
+}
+
+/** A verified snapshot image staged on disk, to replace the whole database. */
+export interface InstallImage {
+  readonly generation: string;
+  readonly seq: number;
+  readonly checksum: string;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  /** The staged image file (not a SQLite file: opening and closing it is safe). */
+  readonly imagePath: string;
+}
+
+export interface InstallResult {
+  readonly cursor: CursorRecord;
+  readonly journalRecords: number;
+  readonly bytesWritten: number;
+  readonly lockWaitMs: number;
+  readonly totalMs: number;
 }
 
 export type WorkerEvent =
@@ -214,7 +234,14 @@ export class ApplyWorker {
     const verifyMs = performance.now() - started;
     const actual = this.#checksum.value;
     let decision: RecoverResult['decision'];
-    if (cursor.diverged !== null) {
+    const install = cursor.pending?.generation;
+    if (install !== undefined && cursor.pending !== null && actual === cursor.pending.checksum) {
+      // A snapshot install reached its commit point before the crash: the
+      // database is the new generation's image, whatever was latched before.
+      decision = 'installed-pending';
+      cursor = { ...cursor, generation: install, appliedSeq: cursor.pending.seq, checksum: actual, durableSeq: cursor.pending.durableSeq, pending: null, diverged: null };
+      writeCursorSync(this.#data.cursorPath, cursor);
+    } else if (cursor.diverged !== null) {
       decision = 'latched-diverged';
     } else if (actual === cursor.checksum) {
       decision = 'at-cursor';
@@ -509,6 +536,160 @@ export class ApplyWorker {
   }
 
   /**
+   * Replaces the whole database with a verified snapshot image, as one
+   * journal transaction, so a reader sees either the old database or the
+   * new image, never a mix (invariant 1). Memory stays at a few slices:
+   * the journal and the pages are written slice by slice.
+   *
+   * On-disk steps, and what a crash between them leaves:
+   *   1. BEGIN EXCLUSIVE.
+   *   2. cursor record 1: pending = {generation G', seq S', checksum C'}.
+   *        crash → db untouched: recover() keeps the old position (or latch).
+   *   3. hot journal holding every old page (encoded and verified in
+   *      slices), fdatasync; fsync the directory.
+   *        crash → partial or whole journal over an untouched db: rollback
+   *        restores the same bytes.
+   *   4. image pages written (page 1 patched), file sized to the image,
+   *      fdatasync. The image's checksum is recomputed while writing and
+   *      must equal C' before the commit point.
+   *        crash → hot journal: every opener rolls back to the old db.
+   *   5. unlink the journal: THE COMMIT POINT; fsync the directory.
+   *        crash → db = image: recover() sees C' = pending and installs
+   *        the position (decision installed-pending).
+   *   6. ROLLBACK the empty SQL transaction; cursor record 2 (G', S', C').
+   * A failure before step 5 rolls back through SQLite's own playback of the
+   * hot journal (our read-write connection plays it back at its next read).
+   */
+  install(image: InstallImage): InstallResult {
+    const started = performance.now();
+    if (this.#broken !== null) throw new ApplyFailedError(this.#broken);
+    const cursor = this.#requireCursor();
+    const fd = this.#data.fd;
+    const lockWaitMs = this.#beginExclusive();
+    let journalWritten = false;
+    let pagesTouched = false;
+    try {
+      const fileBytes = fstatSync(fd).size;
+      const oldPageSize = this.#pageSize || image.pageSize;
+      const oldSize = Math.floor(fileBytes / oldPageSize);
+      const lockPage = lockBytePage(oldPageSize);
+      writeCursorSync(
+        this.#data.cursorPath,
+        { ...cursor, pending: { fromSeq: image.seq, seq: image.seq, checksum: image.checksum, durableSeq: image.seq, generation: image.generation } },
+        { syncDir: false },
+      );
+      failpoint('replica.install.after-pending-cursor');
+
+      // 3. The journal, in verified slices: header with the total record count, then records.
+      const nonce = randomBytes(4).readUInt32BE(0);
+      const spec = { pageSize: oldPageSize, originalPageCount: oldSize, nonce };
+      const old: number[] = [];
+      for (let p = 1; p <= oldSize; p++) if (p !== lockPage) old.push(p);
+      const header = Uint8Array.from(encodeJournal({ ...spec, records: [] }));
+      new DataView(header.buffer).setUint32(8, old.length, false);
+      const jfd = openSync(this.#data.journalPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
+      journalWritten = true;
+      let oldPage1: Uint8Array | undefined;
+      try {
+        writeFully(jfd, header);
+        let at = header.length;
+        const slice = Math.max(1, Math.floor(this.#data.verifyReadBytes / oldPageSize));
+        for (let i = 0; i < old.length; i += slice) {
+          const records = old.slice(i, i + slice).map((pgno) => ({ pgno, data: readPage(fd, pgno, oldPageSize) }));
+          if (records[0]?.pgno === 1) oldPage1 = records[0].data;
+          at += writevFully(jfd, [encodeJournal({ ...spec, records }).subarray(header.length)], at);
+        }
+        fdatasyncSync(jfd);
+      } finally {
+        closeSync(jfd); // the journal carries no locks: closing it is safe
+      }
+      fsyncDirSync(this.#data.dir);
+      failpoint('replica.install.after-journal');
+
+      // 4. The image, slice by slice, checksummed as written.
+      pagesTouched = true;
+      const counter = oldPage1 === undefined ? 1 : (Buffer.from(oldPage1.buffer, oldPage1.byteOffset, 100).readUInt32BE(24) + 1) >>> 0;
+      const checksum = new DatabaseChecksum(image.pageCount);
+      const ifd = openSync(image.imagePath, 'r');
+      let bytesWritten = 0;
+      try {
+        const slicePages = Math.max(1, Math.floor(this.#data.verifyReadBytes / image.pageSize));
+        const buf = Buffer.allocUnsafe(slicePages * image.pageSize);
+        for (let first = 1; first <= image.pageCount; first += slicePages) {
+          const count = Math.min(slicePages, image.pageCount - first + 1);
+          const data = buf.subarray(0, count * image.pageSize);
+          readFully(ifd, data, data.length, (first - 1) * image.pageSize);
+          checksum.addImage(data, image.pageSize, first);
+          if (first === 1) data.set(patchReplicaPage1(data.subarray(0, image.pageSize), counter), 0);
+          bytesWritten += writevFully(fd, [data], (first - 1) * image.pageSize);
+          failpoint('replica.install.mid-pages');
+        }
+      } finally {
+        closeSync(ifd);
+      }
+      if (checksum.value !== image.checksum) {
+        throw new DivergedError(`snapshot image of seq ${image.seq} checksums to ${checksum.value} while written, expected ${image.checksum}`);
+      }
+      ftruncateSync(fd, image.pageCount * image.pageSize);
+      fdatasyncSync(fd);
+      failpoint('replica.install.before-journal-delete');
+
+      // 5. The commit point.
+      unlinkSync(this.#data.journalPath);
+      journalWritten = false;
+      pagesTouched = false;
+      this.#checksum = checksum;
+      this.#checksumStale = false;
+      this.#pageSize = image.pageSize;
+      this.#cursor = {
+        version: cursor.version,
+        generation: image.generation,
+        appliedSeq: image.seq,
+        checksum: image.checksum,
+        durableSeq: image.seq,
+        pending: null,
+        diverged: null,
+      };
+      fsyncDirSync(this.#data.dir);
+      failpoint('replica.install.after-commit-before-cursor');
+      // 6.
+      this.#db.exec('ROLLBACK');
+      writeCursorSync(this.#data.cursorPath, this.#cursor);
+      this.#unsettled = false;
+      return { cursor: this.#cursor, journalRecords: old.length, bytesWritten, lockWaitMs, totalMs: performance.now() - started };
+    } catch (err) {
+      this.#rollbackInstall(journalWritten, pagesTouched, cursor);
+      if (err instanceof WalwireError && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
+      throw new ApplyFailedError(`snapshot install of seq ${image.seq} failed and was rolled back: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Undoes a failed install: release the lock, let SQLite play the hot
+   * journal back through our read-write connection, then re-verify the
+   * database against the unchanged cursor.
+   */
+  #rollbackInstall(journalWritten: boolean, pagesTouched: boolean, cursor: CursorRecord): void {
+    try {
+      if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
+      if (journalWritten && !pagesTouched) {
+        unlinkSync(this.#data.journalPath);
+        fsyncDirSync(this.#data.dir);
+      } else if (pagesTouched) {
+        this.#db.prepare('SELECT count(*) FROM sqlite_schema').get();
+        if (existsSync(this.#data.journalPath)) throw new Error('the hot journal was not played back');
+      }
+      this.#verifyFull();
+      this.#cursor = { ...cursor, pending: null };
+      writeCursorSync(this.#data.cursorPath, this.#cursor);
+      this.#checksumStale = this.#checksum.value !== cursor.checksum;
+      if (this.#checksumStale) this.#broken = 'a failed snapshot install left the database at an unknown state; reopen the namespace';
+    } catch (err) {
+      this.#broken = `a failed snapshot install could not be rolled back (${(err as Error).message}); reopen the namespace to roll back its hot journal`;
+    }
+  }
+
+  /**
    * Undoes a failed batch while the EXCLUSIVE lock is still held: exactly
    * what SQLite's hot-journal playback would do (restore the original pages,
    * truncate to the original size, sync, delete the journal). A crash
@@ -715,6 +896,9 @@ if (parentPort !== null && (workerData as { walwireApplyWorker?: boolean } | nul
           break;
         case 'apply':
           result = worker.apply(req.generation, req.batch, req.durableCap, req.settle);
+          break;
+        case 'install':
+          result = worker.install(req.image);
           break;
         case 'settle':
           result = worker.settle();

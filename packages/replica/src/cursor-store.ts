@@ -38,6 +38,12 @@ export interface PendingBatch {
   readonly checksum: string;
   /** The durable seq to record if the batch commits. */
   readonly durableSeq: number;
+  /**
+   * Set when the batch installs a snapshot: the generation the database
+   * holds if it commits (its seqs restart, so `seq` may be at or below the
+   * applied seq of the generation being replaced).
+   */
+  readonly generation?: string;
 }
 
 /** Why and where a namespace stopped applying. Latched until a snapshot replaces the database. */
@@ -141,7 +147,10 @@ function checkRecord(path: string, r: CursorRecord): void {
   if (!Number.isSafeInteger(r.appliedSeq) || r.appliedSeq < 0) bad('appliedSeq is not a seq');
   if (!Number.isSafeInteger(r.durableSeq) || r.durableSeq < 0 || r.durableSeq > r.appliedSeq) bad('durableSeq is not within [0, appliedSeq]');
   if (!isChecksum(r.checksum)) bad('checksum is not 16 hex digits');
-  if (r.pending !== null && (typeof r.pending !== 'object' || !isChecksum(r.pending.checksum) || !(r.pending.seq > r.appliedSeq))) {
-    bad('pending batch is malformed');
+  if (r.pending !== null) {
+    const install = r.pending.generation !== undefined;
+    if (typeof r.pending !== 'object' || !isChecksum(r.pending.checksum) || (install ? !isGeneration(r.pending.generation) : !(r.pending.seq > r.appliedSeq))) {
+      bad('pending batch is malformed');
+    }
   }
 }

@@ -81,6 +81,17 @@ export class DurabilityTracker {
     if (this.#gap === null || seq < this.#gap) this.#gap = Math.max(seq, this.#durable + 1);
   }
 
+  /**
+   * Starts over at a snapshot's position: seqs restart with a new
+   * generation, so this is the one move that may go backwards.
+   */
+  reset(appliedSeq: number, durableSeq: number): void {
+    this.#applied = appliedSeq;
+    this.#durable = Math.min(durableSeq, appliedSeq);
+    this.#held.clear();
+    this.#gap = null;
+  }
+
   /** The gap was repaired by a re-stream. Returns the new durable seq. */
   clearGap(): number {
     this.#gap = null;

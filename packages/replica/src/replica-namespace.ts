@@ -22,13 +22,14 @@ import {
   DivergedError,
   InvalidTxnError,
   type NamespacePosition,
+  SnapshotRequiredError,
   type Txn,
   assertNamespace,
   isGeneration,
 } from '@walwire/protocol';
 import { type Logger, removeStaleTemps } from '@walwire/runtime';
 import { Applier } from './applier.js';
-import type { ApplyResult, RecoverResult } from './apply-worker.js';
+import type { ApplyResult, InstallImage, RecoverResult } from './apply-worker.js';
 import type { CursorRecord, DivergedState } from './cursor-store.js';
 import { keptDatabaseFd } from './database-file.js';
 import { DurabilityTracker } from './durability-tracker.js';
@@ -117,6 +118,16 @@ export interface NamespaceEvents {
   diverged: [DivergedEvent];
   'snapshot-request': [SnapshotRequestEvent];
   failed: [{ readonly ns: string; readonly error: Error }];
+  /** A snapshot replaced the database (bootstrap, new generation, divergence). */
+  installed: [InstalledEvent];
+}
+
+export interface InstalledEvent extends ReplicaPosition {
+  readonly ns: string;
+  readonly pageCount: number;
+  readonly bytes: number;
+  readonly lockWaitMs: number;
+  readonly ms: number;
 }
 
 interface QueueItem {
@@ -282,6 +293,58 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       this.#queuedTxns += txns.length;
       this.#pump();
     });
+  }
+
+  /**
+   * Replaces the database with a verified snapshot image staged on disk
+   * (bootstrap, generation change, divergence): one journal transaction, so
+   * readers switch atomically (ApplyWorker.install). Queued batches are
+   * rejected with SnapshotRequiredError; the batch in flight finishes first.
+   * A diverged namespace becomes ready again.
+   */
+  async installSnapshot(image: InstallImage): Promise<ReplicaPosition> {
+    if (this.#state === 'closed') throw new ClosedError(`namespace ${this.name} is closed`);
+    if (this.#state === 'failed') throw new ApplyFailedError(`namespace ${this.name} failed: ${this.#error?.message ?? 'unknown error'}; reopen it`);
+    const replaced = new SnapshotRequiredError(`namespace ${this.name} is installing a snapshot of ${image.generation} at seq ${image.seq}`);
+    for (const item of this.#queue.splice(0)) item.reject(replaced);
+    this.#queuedBytes = 0;
+    this.#queuedTxns = 0;
+    while (this.#applying) await this.#idle.catch(() => {});
+    this.#applying = true;
+    if (this.#idleResolve === null) this.#idle = new Promise((resolve) => (this.#idleResolve = resolve));
+    try {
+      const result = await this.#applier.install(image);
+      this.#cursor = result.cursor;
+      this.#durability.reset(result.cursor.appliedSeq, result.cursor.durableSeq);
+      this.#state = 'ready';
+      this.#error = null;
+      const event: InstalledEvent = {
+        ns: this.name,
+        ...this.position,
+        pageCount: image.pageCount,
+        bytes: result.bytesWritten,
+        lockWaitMs: result.lockWaitMs,
+        ms: result.totalMs,
+      };
+      this.#log.info({ ...event, journalRecords: result.journalRecords }, 'snapshot installed');
+      this.emit('installed', event);
+      this.emit('applied', { ...event, txns: 0, pages: image.pageCount });
+      return this.position;
+    } catch (err) {
+      if (err instanceof ApplyFailedError) {
+        this.#error = err;
+        this.#state = 'failed';
+        this.#log.error({ err }, 'snapshot install failed; namespace stopped');
+        this.emit('failed', { ns: this.name, error: err });
+      }
+      throw err;
+    } finally {
+      this.#applying = false;
+      for (const wake of this.#room.splice(0)) wake();
+      const done = this.#idleResolve;
+      this.#idleResolve = null;
+      done?.();
+    }
   }
 
   /** Resolves when the queue is empty and no batch is in flight. */

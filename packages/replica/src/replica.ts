@@ -17,7 +17,7 @@ import { ClosedError, type NamespacePosition, UnknownNamespaceError, assertNames
 import { type NamespaceEvents, ReplicaNamespace } from './replica-namespace.js';
 import { type ReplicaOptions, type ResolvedReplicaOptions, resolveReplicaOptions } from './options.js';
 
-const FORWARDED = ['applied', 'durable', 'apply-delayed', 'diverged', 'snapshot-request', 'failed'] as const;
+const FORWARDED = ['applied', 'durable', 'apply-delayed', 'diverged', 'snapshot-request', 'failed', 'installed'] as const;
 
 export class Replica extends EventEmitter<NamespaceEvents> {
   readonly options: ResolvedReplicaOptions;
