@@ -27,3 +27,10 @@ export { type ReplicaOptions, type ResolvedReplicaOptions, DEFAULT_REPLICA_OPTIO
 export { keptDatabaseFd } from './database-file.js';
 export { packBatch } from './applier.js';
 export type { ApplyResult, RecoverResult } from './apply-worker.js';
+export type { InstallImage, InstallResult } from './apply-worker.js';
+export type { InstalledEvent } from './replica-namespace.js';
+export { Receiver, type ReceiverSink, type ReceiverState } from './receiver.js';
+export { ReplicationClient, type ClientState, type ClientStatus, type ClientEvents } from './primary-client.js';
+export { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } from './client-options.js';
+export { SnapshotInstaller, imageChecksum, STAGING_DIR } from './snapshot-installer.js';
+export { ReplicaDaemon, type ReplicaDaemonOptions } from './replica-daemon.js';
