@@ -71,6 +71,11 @@ export interface NamespaceHooks {
   readonly onError: (ns: string, error: Error) => void;
 }
 
+/** Commits per read from which the tailer counts as busy (see #onChange). */
+const BUSY_COMMITS = 8;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 function walPosition(state: WalScanState | undefined): WalPosition {
   if (state === undefined) return NO_WAL_POSITION;
   return { salt1: state.header.salt1, salt2: state.header.salt2, offset: state.offset, chain: [state.checksum[0], state.checksum[1]] };
@@ -103,6 +108,7 @@ export class PrimaryNamespace {
   #polling = false;
   #dirty = false;
   #framesSinceCheckpoint = 0;
+  #lastSealAt = 0;
   #walBytes = 0;
   #retryTimer: NodeJS.Timeout | undefined;
   #retryDelay: number;
@@ -251,12 +257,22 @@ export class PrimaryNamespace {
       do {
         this.#dirty = false;
         if (this.#state !== 'running') return;
-        await this.#ingest(await this.#tailer.readNew());
+        const read = await this.#tailer.readNew();
+        await this.#ingest(read);
+        if (read.commits.length >= BUSY_COMMITS && this.#dirty) {
+          // Under load, wait a moment before the next read, so that reads,
+          // log writes and fdatasyncs come in bigger groups and leave CPU to
+          // the writers. A lone commit is read at once (low latency).
+          await sleep(this.#options.busyReadDelayMs);
+        }
       } while (this.#dirty);
     })
       .catch((err: unknown) => this.#handleError(err))
       .finally(() => {
         this.#polling = false;
+        // An event that arrived after the loop's last check must not wait
+        // for the polling timer.
+        if (this.#dirty) this.#onChange();
       });
   }
 
@@ -466,8 +482,11 @@ export class PrimaryNamespace {
     this.#logger.debug({ ns: this.name }, 'checkpoint: seal');
     if (this.#state !== 'running') return;
     const truncate = this.#walBytes > this.#options.walTruncateBytes;
+    this.#framesSinceCheckpoint = 0;
+    if (!truncate && Date.now() - this.#lastSealAt < this.#options.sealIntervalMs) return;
     // The write lock is awaited outside the mutex, so tailing goes on meanwhile.
     await this.#tailer.seal();
+    this.#lastSealAt = Date.now();
     await this.#exclusive(async () => {
       try {
         this.#logger.debug({ ns: this.name }, 'checkpoint: sealed');

@@ -27,6 +27,13 @@ export interface PrimaryLimits {
    */
   readonly pollIntervalMs: number;
   /**
+   * When a read finds many commits (a busy writer), the tailer waits this
+   * long before the next read, so that work is done in bigger groups and
+   * leaves CPU to the writers. A lone commit is always read at once.
+   * @default 2
+   */
+  readonly busyReadDelayMs: number;
+  /**
    * A seq holds whole commits read together; a new seq starts once the
    * distinct pages of the current one exceed this many bytes. A single
    * commit larger than this is one seq on its own.
@@ -44,6 +51,15 @@ export interface PrimaryLimits {
    * @default 1000
    */
   readonly checkpointPages: number;
+  /**
+   * The sealed part of a checkpoint (write lock held for a few ms, which
+   * lets SQLite restart the WAL afterwards) runs at most this often; in
+   * between, checkpoints copy frames without any lock. Writers pay for each
+   * seal with a busy-handler sleep, so this bounds that cost; the WAL grows
+   * by what writers commit in this interval.
+   * @default 100
+   */
+  readonly sealIntervalMs: number;
   /**
    * When the WAL file is larger than this, the checkpoint also tries TRUNCATE
    * (it succeeds only when no frame would be lost; otherwise it is retried
@@ -117,9 +133,11 @@ export interface PrimaryOptions extends Partial<PrimaryLimits> {
 
 export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   pollIntervalMs: 50,
+  busyReadDelayMs: 2,
   maxSeqBytes: 8 * 1024 * 1024,
   walReadBytes: 16 * 1024 * 1024,
   checkpointPages: 1000,
+  sealIntervalMs: 100,
   walTruncateBytes: 64 * 1024 * 1024,
   checkpointConcurrency: 2,
   checkpointBackoffMs: 200,
@@ -173,9 +191,11 @@ export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryO
   }
   const MiB = 1024 * 1024;
   checkIntegerOption('pollIntervalMs', limits.pollIntervalMs, 1, 60_000);
+  checkIntegerOption('busyReadDelayMs', limits.busyReadDelayMs, 0, 1000);
   checkIntegerOption('maxSeqBytes', limits.maxSeqBytes, 64 * 1024, 1024 * MiB);
   checkIntegerOption('walReadBytes', limits.walReadBytes, 128 * 1024, 1024 * MiB);
   checkIntegerOption('checkpointPages', limits.checkpointPages, 1, 1 << 30);
+  checkIntegerOption('sealIntervalMs', limits.sealIntervalMs, 0, 3_600_000);
   checkIntegerOption('walTruncateBytes', limits.walTruncateBytes, 0, Number.MAX_SAFE_INTEGER);
   checkIntegerOption('checkpointConcurrency', limits.checkpointConcurrency, 1, 64);
   checkIntegerOption('checkpointBackoffMs', limits.checkpointBackoffMs, 1, 3_600_000);

@@ -124,16 +124,19 @@ export class WalTailer {
     this.#state = value;
   }
 
-  /** Calls `onChange` on fs.watch events on the WAL and every `pollMs`. */
+  /**
+   * Calls `onChange` on fs.watch events on the WAL and every `pollMs`. The
+   * watch stays armed for the tailer's life: re-creating an inotify watch on
+   * the same file after closing one was seen to leave the new one silent
+   * now and then, which would fall back to the polling interval. The kernel
+   * merges identical unread events, so a busy writer costs about one
+   * callback per event-loop turn here (and one kernel event per write to the
+   * writer: the main cost the daemon adds to a writer, measured in
+   * docs/benchmarks.md).
+   */
   watch(pollMs: number, onChange: () => void): void {
     this.#timer = setInterval(onChange, pollMs);
     this.#timer.unref();
-    this.#rewatch(onChange);
-  }
-
-  #rewatch(onChange: () => void): void {
-    this.#watcher?.close();
-    this.#watcher = undefined;
     try {
       this.#watcher = watch(this.#walPath, { persistent: false }, () => onChange());
       this.#watcher.on('error', () => {
@@ -141,7 +144,7 @@ export class WalTailer {
         this.#watcher = undefined;
       });
     } catch {
-      // Missing WAL: the polling fallback covers it until the next establish.
+      // Missing WAL: the polling fallback covers it.
     }
   }
 
