@@ -1,0 +1,119 @@
+/**
+ * The library API the streaming layer builds on, in-process: start/stop,
+ * namespace list, head, the record event, lazy reads, blob events,
+ * retention, and errors with stable codes. Writes come from the sqlite3 CLI
+ * (another process).
+ */
+import { describe, expect, it, afterEach } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Primary, type RecordEvent, type GenerationEvent, type NamespaceErrorEvent } from '@walwire/primary';
+import { GENERATION_PATTERN, hasCode } from '@walwire/protocol';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function cli(db: string, sql: string): void {
+  execFileSync('/usr/bin/sqlite3', ['-bail', db], { input: `.timeout 10000\n${sql}`, encoding: 'utf8' });
+}
+
+async function until<T>(fn: () => T | undefined, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('Primary library API', () => {
+  it('serves head, record events, lazy reads, blob events and retention', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
+    dirs.push(dir);
+    const db = join(dir, 'app.db');
+    cli(db, 'PRAGMA journal_mode=WAL; CREATE TABLE t(x);');
+    const primary = new Primary({ dataDir: join(dir, 'data'), namespaces: { app: { path: db }, fresh: { path: join(dir, 'sub', 'fresh.db') } } });
+    const records: RecordEvent[] = [];
+    const generations: GenerationEvent[] = [];
+    primary.on('record', (e) => records.push(e));
+    primary.on('generation', (e) => generations.push(e));
+    await primary.start();
+    expect(primary.namespaces()).toEqual(['app', 'fresh']);
+    expect(generations.map((g) => g.ns).sort()).toEqual(['app', 'fresh']);
+    const head0 = primary.head('app');
+    expect(head0.seq).toBe(0);
+    expect(head0.generation).toMatch(GENERATION_PATTERN);
+    expect(head0.checksum).toBe(generations.find((g) => g.ns === 'app')!.checksum);
+
+    cli(db, "INSERT INTO t VALUES ('one');");
+    const first = await until(() => records.find((r) => r.ns === 'app'));
+    expect(first.record.seq).toBe(1);
+    expect(first.record.kind).toBe('txn');
+    expect(primary.head('app')).toMatchObject({ seq: 1, generation: head0.generation });
+    if (first.record.kind !== 'txn') throw new Error('kind');
+    expect(primary.head('app').checksum).toBe(first.record.txn.checksum);
+
+    const blob = await primary.appendBlobPut('app', { blobId: 'b-1', size: 5, sha256: 'ab'.repeat(32) });
+    expect(blob.seq).toBe(2);
+    await until(() => records.find((r) => r.record.seq === 2));
+    // The position's checksum stays the database's across blob events.
+    expect(primary.head('app')).toMatchObject({ seq: 2, checksum: first.record.txn.checksum });
+    const del = await primary.appendBlobDelete('app', 'b-1');
+    expect(del.seq).toBe(3);
+
+    const read = [];
+    for await (const r of primary.read('app', 2)) read.push(r);
+    expect(read.map((r) => [r.seq, r.kind])).toEqual([
+      [2, 'blob-put'],
+      [3, 'blob-delete'],
+    ]);
+    expect(await primary.truncateLogBefore('app', 3)).toBe(0); // one segment: always kept
+
+    const status = primary.status();
+    expect(status.namespaces.map((n) => [n.name, n.state])).toEqual([
+      ['app', 'running'],
+      ['fresh', 'running'],
+    ]);
+    expect(() => primary.head('nope')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE' }));
+    await primary.stop();
+    expect(() => primary.head('app')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_CLOSED' }));
+
+    // Restart: same generation, head preserved.
+    const again = await Primary.start({ dataDir: join(dir, 'data'), namespaces: { app: { path: db } } });
+    expect(again.head('app')).toMatchObject({ generation: head0.generation, seq: 3 });
+    await again.stop();
+  });
+
+  it('a namespace that cannot open is reported; the others start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
+    dirs.push(dir);
+    const db = join(dir, 'ok.db');
+    const primary = new Primary({
+      dataDir: join(dir, 'data'),
+      namespaces: { ok: { path: db }, missing: { path: join(dir, 'missing.db'), create: false } },
+    });
+    const errors: NamespaceErrorEvent[] = [];
+    primary.on('namespace-error', (e) => errors.push(e));
+    await primary.start();
+    expect(errors.map((e) => e.ns)).toEqual(['missing']);
+    expect(primary.status().namespaces.find((n) => n.name === 'missing')!.state).toBe('failed');
+    expect(primary.head('ok').seq).toBe(0);
+    let err: unknown;
+    try {
+      primary.head('missing');
+    } catch (e) {
+      err = e;
+    }
+    expect(hasCode(err, 'WALWIRE_ERR_UNKNOWN_NAMESPACE')).toBe(true);
+    await primary.stop();
+  });
+
+  it('rejects invalid options with the option name and value', () => {
+    expect(() => new Primary({ dataDir: '/tmp/x', namespaces: { a: { path: '/tmp/a.db' } }, pollIntervalMs: -1 })).toThrow(/pollIntervalMs.*received -1/);
+  });
+});
