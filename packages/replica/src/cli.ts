@@ -4,7 +4,7 @@
  * shuts down gracefully (in-flight applies finish, cursors are written).
  * Every flag has an environment variable; `--help` lists them all.
  */
-import { WalwireError } from '@walwire/protocol';
+import { InvalidOptionError, type WalwireError } from '@walwire/protocol';
 import { type FlagSpec, createLogger, formatHelp, parseFlags } from '@walwire/runtime';
 import { ReplicaDaemon } from './replica-daemon.js';
 
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger({ name: 'walwire-replica', level: flags['log-level'] as string, ...(flags['log-pretty'] !== undefined ? { pretty: flags['log-pretty'] as boolean } : {}) });
-  if (!flags['token']) throw new WalwireError('flag --token (or WALWIRE_TOKEN) is required');
+  if (!flags['token']) throw new InvalidOptionError('flag --token (or WALWIRE_TOKEN) is required');
   const daemon = await ReplicaDaemon.start({
     url: flags['primary'] as string,
     token: flags['token'] as string,
