@@ -8,6 +8,7 @@ export * from './writers.js';
 export * from './convergence.js';
 export * from './ports.js';
 export * from './chaos-proxy.js';
+export * from './cluster.js';
 
 /** Registers afterEach clean-up: kill -9 every child, then remove temp dirs. */
 export function useHarness(): void {

@@ -43,6 +43,8 @@ export async function checksumDatabaseImage(
   pageSize: number,
   commitSize: number,
   overlay: ReadonlyMap<number, Uint8Array>,
+  /** Receives the image itself, slice by slice (overlay applied), e.g. to write a snapshot image. */
+  sink?: (offset: number, data: Uint8Array) => Promise<void>,
 ): Promise<DatabaseChecksum> {
   const sum = new DatabaseChecksum(Math.max(commitSize, 16));
   const lockPage = lockBytePage(pageSize);
@@ -57,12 +59,14 @@ export async function checksumDatabaseImage(
       const page = overlay.get(pgno);
       if (page !== undefined) {
         sum.setPage(pgno, page);
+        if (sink) buf.set(page, k * pageSize);
       } else if ((k + 1) * pageSize <= bytesRead) {
         sum.setPage(pgno, buf.subarray(k * pageSize, (k + 1) * pageSize));
       } else {
         throw new DatabaseFormatError(`page ${pgno} is beyond the end of the database file and in no WAL frame (database size ${commitSize} pages)`);
       }
     }
+    if (sink) await sink((first - 1) * pageSize, buf.subarray(0, count * pageSize));
   }
   return sum;
 }

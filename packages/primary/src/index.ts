@@ -6,3 +6,9 @@ export type { LogRecord, TxnRecord, BlobPutRecord, BlobDeleteRecord, WalPosition
 export { Checkpointer, type CheckpointStatus, type CheckpointMode, type CheckpointResult } from './checkpointer.js';
 export { WalTailer, DiscontinuityError, type TailRead, type WalSnapshot } from './wal-tailer.js';
 export { checksumDatabaseImage, databaseDescriptor } from './database-file.js';
+export { SnapshotStore, type SnapshotMeta, type SnapshotLog } from './snapshot-store.js';
+export { streamSnapshot, type SnapshotSource } from './snapshot-sender.js';
+export { Sender, type LogSource, type FrameSink, type SenderStats } from './sender.js';
+export { ReplicaSession, type SessionState, type SessionStatus, type SessionOptions, type StreamableNamespace, type ReplicaNamespaceStatus } from './replica-session.js';
+export { ReplicationServer, REPLICATION_PATH, type ReplicationServerOptions, type HttpHandler } from './replication-server.js';
+export { PrimaryDaemon, type PrimaryDaemonOptions } from './primary-daemon.js';

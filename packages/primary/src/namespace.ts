@@ -29,6 +29,8 @@ import { checksumDatabaseImage, databaseDescriptor } from './database-file.js';
 import { NO_WAL_POSITION, type LogRecord, type WalPosition } from './log-record.js';
 import type { ResolvedPrimaryOptions } from './options.js';
 import { ReplicationLog } from './replication-log.js';
+import type { SnapshotSource } from './snapshot-sender.js';
+import { SnapshotStore } from './snapshot-store.js';
 import { DiscontinuityError, WalTailer, type TailRead } from './wal-tailer.js';
 
 /** A position in a namespace's log: the checksum is the database checksum after `seq`. */
@@ -98,6 +100,7 @@ export class PrimaryNamespace {
   readonly #control: Database.Database;
   readonly #tailer: WalTailer;
   readonly #log: ReplicationLog;
+  readonly #snapshots: SnapshotStore;
   readonly #fd: number;
   #checksum = new DatabaseChecksum(16);
   #commitSize = 0;
@@ -109,13 +112,25 @@ export class PrimaryNamespace {
   #dirty = false;
   #framesSinceCheckpoint = 0;
   #lastSealAt = 0;
+  /** The current pin was taken under the seal (see #onChange). */
+  #sealedPin = false;
   #walBytes = 0;
   #retryTimer: NodeJS.Timeout | undefined;
   #retryDelay: number;
   #emitNext = 1;
   readonly #ready = new Map<number, LogRecord>();
 
-  private constructor(name: string, path: string, options: ResolvedPrimaryOptions, control: Database.Database, log: ReplicationLog, checkpointer: Checkpointer, hooks: NamespaceHooks, logger: Logger) {
+  private constructor(
+    name: string,
+    path: string,
+    options: ResolvedPrimaryOptions,
+    control: Database.Database,
+    log: ReplicationLog,
+    snapshots: SnapshotStore,
+    checkpointer: Checkpointer,
+    hooks: NamespaceHooks,
+    logger: Logger,
+  ) {
     this.name = name;
     this.path = path;
     this.#options = options;
@@ -124,6 +139,7 @@ export class PrimaryNamespace {
     this.#checkpointer = checkpointer;
     this.#control = control;
     this.#log = log;
+    this.#snapshots = snapshots;
     this.#pageSize = control.pragma('page_size', { simple: true }) as number;
     this.#fd = databaseDescriptor(path);
     this.#retryDelay = options.namespaceRetryMs;
@@ -158,7 +174,8 @@ export class PrimaryNamespace {
         control.pragma('busy_timeout = 0');
       }
       log = await ReplicationLog.open({ dir: join(options.dataDir, name, 'log'), segmentBytes: options.segmentBytes, logger });
-      const ns = new PrimaryNamespace(name, config.path, options, control, log, checkpointer, hooks, logger);
+      const snapshots = await SnapshotStore.open(join(options.dataDir, name, 'snapshots'), logger);
+      const ns = new PrimaryNamespace(name, config.path, options, control, log, snapshots, checkpointer, hooks, logger);
       checkpointer.register(name, (run) => ns.#checkpoint(run));
       await ns.#exclusive(() => ns.#establish(undefined));
       ns.#state = 'running';
@@ -174,6 +191,25 @@ export class PrimaryNamespace {
 
   get state(): NamespaceState {
     return this.#state;
+  }
+
+  /** Snapshot images of this namespace (bootstrap source). */
+  get snapshots(): SnapshotStore {
+    return this.#snapshots;
+  }
+
+  /**
+   * A consistent image for bootstrapping a replica: the newest snapshot
+   * image, first rolled forward to the log head (and verified against the
+   * head's checksum). Reads only immutable files, never the live database.
+   */
+  async openSnapshot(): Promise<SnapshotSource> {
+    const head = this.#log.head;
+    const latest = this.#snapshots.latest;
+    if (head !== undefined && latest !== undefined && latest.generation === this.#log.generation && head.seq > latest.seq) {
+      await this.#snapshots.advance(this.#log, head.seq, head.checksum);
+    }
+    return this.#snapshots.openReader();
   }
 
   get log(): ReplicationLog {
@@ -259,6 +295,15 @@ export class PrimaryNamespace {
         if (this.#state !== 'running') return;
         const read = await this.#tailer.readNew();
         await this.#ingest(read);
+        if (this.#sealedPin && read.commits.length > 0) {
+          // The pin taken under the seal may sit in read-mark slot 0. Once
+          // writers have added frames, such a pin blocks every copy, and each
+          // writer's auto-checkpoint then sorts the whole WAL on every commit
+          // (walIteratorInit runs before READ_LOCK(0) is tried). A new pin
+          // now lands in a slot >= 1 (un-copied frames exist): rule 1.
+          this.#sealedPin = false;
+          await this.#ingest(await this.#tailer.repin());
+        }
         if (read.commits.length >= BUSY_COMMITS && this.#dirty) {
           // Under load, wait a moment before the next read, so that reads,
           // log writes and fdatasyncs come in bigger groups and leave CPU to
@@ -332,6 +377,7 @@ export class PrimaryNamespace {
    */
   async #establish(forcedReason: string | undefined): Promise<void> {
     const snap = await this.#tailer.establish();
+    this.#sealedPin = true;
     const header = snap.header;
     if (header !== undefined) this.#pageSize = header.pageSize;
     const full = header === undefined ? undefined : scanWalFrames(snap.bytes, 0, initialWalState(header));
@@ -404,6 +450,15 @@ export class PrimaryNamespace {
         walPosition(full?.state),
       );
       this.#emit(record);
+    }
+    // Bootstraps are served from a snapshot image, never from the live
+    // database. The image read here is the state at the log head (the new
+    // generation's base, or the head the proof continued from), so when the
+    // store has no image of this generation, this is the moment to write one.
+    const generationNow = this.#log.generation;
+    if (generationNow !== undefined && this.#snapshots.latest?.generation !== generationNow) {
+      const meta = { generation: generationNow, seq: this.#log.head?.seq ?? 0, checksum: image.value, pageSize: this.#pageSize, pageCount: commitSize };
+      await this.#snapshots.writeImage(meta, (write) => checksumDatabaseImage(this.#fd, this.#pageSize, commitSize, overlay, write).then(() => undefined));
     }
   }
 
@@ -499,6 +554,7 @@ export class PrimaryNamespace {
         // Pinning rule 2: never leave the seal without a pin.
         try {
           this.#tailer.pinSealed();
+          this.#sealedPin = true;
         } finally {
           this.#tailer.unseal();
         }

@@ -1,0 +1,267 @@
+/**
+ * The primary daemon: a Primary (WAL tailers, replication logs,
+ * checkpointer, snapshot images) behind a ReplicationServer. `walwire-primary`
+ * runs one; a program can embed one the same way.
+ *
+ * HTTP (token-protected, JSON), on the replication port:
+ *   GET /v1/status               namespaces (head, generation, checkpoints) and connected replicas
+ *   GET /v1/namespaces/:ns/head  {generation, seq, checksum}: the seq of the latest commit,
+ *                                for read-your-writes waits on a replica
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  type AckMessage,
+  InvalidOptionError,
+  type ProtocolLimits,
+  checkIntegerOption,
+  describe,
+  resolveProtocolLimits,
+} from '@walwire/protocol';
+import { type Logger, matchRoute, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
+import type { LogRecord } from './log-record.js';
+import type { PrimaryNamespace } from './namespace.js';
+import type { PrimaryOptions } from './options.js';
+import { Primary } from './primary.js';
+import type { ReplicaSession, StreamableNamespace } from './replica-session.js';
+import { ReplicationServer } from './replication-server.js';
+import type { LogSource } from './sender.js';
+
+export interface PrimaryDaemonOptions extends PrimaryOptions {
+  /**
+   * Listen address of the replication and HTTP endpoint.
+   * @default '127.0.0.1'
+   */
+  readonly host?: string;
+  /**
+   * Listen port; 0 picks a free port (see `address`).
+   * @default 7400
+   */
+  readonly port?: number;
+  /** Shared bearer token replicas and HTTP clients must present. */
+  readonly token: string;
+  /** PEM certificate and key files; both set means wss:// and https://. */
+  readonly tlsCertPath?: string;
+  readonly tlsKeyPath?: string;
+  /**
+   * Interval between HEARTBEAT messages to each replica.
+   * @default 1000
+   */
+  readonly heartbeatIntervalMs?: number;
+  /**
+   * A replica silent for this long is disconnected.
+   * @default 5000
+   */
+  readonly heartbeatTimeoutMs?: number;
+  /**
+   * Time a new connection has to send HELLO.
+   * @default 10000
+   */
+  readonly helloTimeoutMs?: number;
+  /**
+   * Encoded bytes per replica written to the socket but not yet flushed to
+   * the kernel; the sender waits above it (memory bound per replica).
+   * @default 8388608 (8 MiB)
+   */
+  readonly windowBytes?: number;
+  /**
+   * A replica whose send window stays full this long is disconnected (stall watchdog).
+   * @default 30000
+   */
+  readonly stallTimeoutMs?: number;
+  /**
+   * Bytes per SNAPSHOT_CHUNK.
+   * @default 1048576 (1 MiB)
+   */
+  readonly snapshotChunkBytes?: number;
+  /** Wire limits; see ProtocolLimits. */
+  readonly limits?: Partial<ProtocolLimits>;
+  /**
+   * Id sent to replicas in WELCOME.
+   * @default a random id per process
+   */
+  readonly primaryId?: string;
+}
+
+/** Wakes senders waiting for the next record of one namespace. */
+class AppendSignal {
+  #waiters: (() => void)[] = [];
+
+  wait(): Promise<void> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  fire(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+export class PrimaryDaemon {
+  readonly primary: Primary;
+  readonly server: ReplicationServer;
+  readonly #logger: Logger;
+  readonly #token: string;
+  readonly #signals = new Map<string, AppendSignal>();
+  readonly #startedAt = Date.now();
+
+  private constructor(primary: Primary, server: ReplicationServer, token: string, logger: Logger) {
+    this.primary = primary;
+    this.server = server;
+    this.#token = token;
+    this.#logger = logger;
+  }
+
+  static async start(options: PrimaryDaemonOptions): Promise<PrimaryDaemon> {
+    const logger = options.logger ?? silentLogger();
+    if (typeof options.token !== 'string' || options.token.length === 0) {
+      throw new InvalidOptionError(`option token must be a non-empty string, received ${describe(options.token)}`);
+    }
+    const port = checkIntegerOption('port', options.port ?? 7400, 0, 65535);
+    const host = options.host ?? '127.0.0.1';
+    const heartbeatIntervalMs = checkIntegerOption('heartbeatIntervalMs', options.heartbeatIntervalMs ?? 1000, 10, 3_600_000);
+    const heartbeatTimeoutMs = checkIntegerOption('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 5000, heartbeatIntervalMs + 1, 3_600_000);
+    const limits = resolveProtocolLimits(options.limits);
+    let tls: { cert: Buffer; key: Buffer } | undefined;
+    if ((options.tlsCertPath === undefined) !== (options.tlsKeyPath === undefined)) {
+      throw new InvalidOptionError('options tlsCertPath and tlsKeyPath must be given together');
+    }
+    if (options.tlsCertPath !== undefined && options.tlsKeyPath !== undefined) {
+      try {
+        tls = { cert: readFileSync(options.tlsCertPath), key: readFileSync(options.tlsKeyPath) };
+      } catch (err) {
+        throw new InvalidOptionError(`options tlsCertPath/tlsKeyPath: ${(err as Error).message}`);
+      }
+    }
+    const session = {
+      limits,
+      heartbeatIntervalMs,
+      heartbeatTimeoutMs,
+      helloTimeoutMs: checkIntegerOption('helloTimeoutMs', options.helloTimeoutMs ?? 10_000, 10, 3_600_000),
+      windowBytes: checkIntegerOption('windowBytes', options.windowBytes ?? 8 * 1024 * 1024, 65536, 2 ** 34),
+      stallTimeoutMs: checkIntegerOption('stallTimeoutMs', options.stallTimeoutMs ?? 30_000, 10, 3_600_000),
+      snapshotChunkBytes: checkIntegerOption('snapshotChunkBytes', options.snapshotChunkBytes ?? 1024 * 1024, 4096, limits.maxChunkBytes),
+      primaryId: options.primaryId ?? `primary-${randomBytes(6).toString('hex')}`,
+    };
+    const primary = await Primary.start({ ...options, logger });
+    // The server calls back into the daemon, which needs the server: tie the knot through a holder.
+    const holder: { daemon?: PrimaryDaemon } = {};
+    const server = new ReplicationServer(
+      {
+        host,
+        port,
+        token: options.token,
+        ...(tls ? { tls } : {}),
+        limits,
+        session,
+        resolve: (name) => holder.daemon?.streamable(name),
+        onAck: (s, ns, ack) => holder.daemon?.onAck(s, ns, ack),
+      },
+      logger,
+    );
+    const d = new PrimaryDaemon(primary, server, options.token, logger);
+    holder.daemon = d;
+    primary.on('record', ({ ns }) => d.#signal(ns).fire());
+    primary.on('generation', ({ ns }) => d.#signal(ns).fire());
+    server.route((req, res) => d.#request(req, res));
+    try {
+      await server.listen();
+    } catch (err) {
+      await primary.stop();
+      throw err;
+    }
+    return d;
+  }
+
+  /** The bound address (port 0 resolved). */
+  get address(): AddressInfo {
+    return this.server.address!;
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      role: 'primary',
+      uptimeMs: Date.now() - this.#startedAt,
+      namespaces: this.primary.status().namespaces.map((n) => ({ role: 'primary', ...n })),
+      replicas: this.server.sessions,
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.server.close();
+    await this.primary.stop();
+    for (const s of this.#signals.values()) s.fire();
+  }
+
+  #signal(ns: string): AppendSignal {
+    let s = this.#signals.get(ns);
+    if (s === undefined) this.#signals.set(ns, (s = new AppendSignal()));
+    return s;
+  }
+
+  /** The streaming view of a running namespace, or undefined (unknown namespace). */
+  streamable(name: string): StreamableNamespace | undefined {
+    let ns: PrimaryNamespace;
+    try {
+      ns = this.primary.namespace(name);
+    } catch {
+      return undefined;
+    }
+    const signal = this.#signal(name);
+    const log: LogSource = {
+      get generation() {
+        return ns.log.generation;
+      },
+      get pageSize() {
+        return ns.log.pageSize;
+      },
+      headSeq: () => ns.log.head?.seq ?? 0,
+      read: (from) => ns.log.read(from),
+      nextAppend: () => signal.wait(),
+    };
+    return {
+      name,
+      log,
+      firstSeq: () => ns.log.firstSeq,
+      checksumAt: (seq) => checksumAt(ns, seq),
+      openSnapshot: () => ns.openSnapshot(),
+    };
+  }
+
+  /** Called for every ACK a replica sends. */
+  onAck(session: ReplicaSession, ns: string, ack: AckMessage): void {
+    this.#logger.trace({ replica: session.replicaId, ns, applied: ack.appliedSeq, durable: ack.durableSeq }, 'ack');
+  }
+
+  async #request(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const head = matchRoute('/v1/namespaces/:ns/head', url.pathname);
+    if (req.method !== 'GET' || (url.pathname !== '/v1/status' && head === null)) return false;
+    if (!requireToken(req, res, this.#token)) return true;
+    try {
+      if (head) sendJson(res, 200, { ns: head['ns'], ...this.primary.head(head['ns']!) });
+      else sendJson(res, 200, this.status());
+    } catch (err) {
+      sendFailure(res, err);
+    }
+    return true;
+  }
+}
+
+/** The database checksum after `seq` of the current generation, or undefined if not in the log. */
+async function checksumAt(ns: PrimaryNamespace, seq: number): Promise<string | undefined> {
+  const log = ns.log;
+  const head = log.head;
+  if (head !== undefined && seq === head.seq) return head.checksum;
+  if (seq === log.firstSeq - 1) return log.base?.checksum;
+  if (seq < log.firstSeq || head === undefined || seq > head.seq) return undefined;
+  // Blob events carry no pages: the checksum after one is the last txn's before it.
+  let found: string | undefined;
+  for await (const record of log.read(Math.max(log.firstSeq, seq - 256), seq) as AsyncIterable<LogRecord>) {
+    if (record.kind === 'txn') found = record.txn.checksum;
+  }
+  return found ?? (seq - 256 < log.firstSeq ? log.base?.checksum : undefined);
+}

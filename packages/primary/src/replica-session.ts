@@ -1,0 +1,368 @@
+/**
+ * The primary's side of one replica connection, as an explicit state
+ * machine:
+ *
+ *     awaiting-hello ──HELLO (version ok, namespaces known)──▶ streaming ──▶ closed
+ *            │                                                     ▲
+ *            └──── bad version / unknown namespace / timeout ──────┘ (ERROR, then close)
+ *
+ * In `streaming`, each namespace runs a Sender (log → TXN/TXN_PART) or a
+ * snapshot stream, decided from the replica's HELLO position:
+ *   - no copy yet, another generation, ahead of the log, behind retention, or
+ *     a checksum that differs from the log's at the replica's applied seq
+ *     → snapshot (and the reason is logged and sent in WELCOME);
+ *   - otherwise → stream from durableSeq + 1.
+ * ACKs update the replica's applied/durable positions and lag. HEARTBEATs
+ * go both ways; silence for heartbeatTimeoutMs closes the connection.
+ */
+import {
+  type AckMessage,
+  CloseCode,
+  type HelloMessage,
+  type Message,
+  MessageType,
+  ProtocolError,
+  type ProtocolLimits,
+  TimeoutError,
+  UnexpectedMessageError,
+  UnknownNamespaceError,
+  WalwireError,
+  type WelcomeNamespace,
+  closeCodeFor,
+  decodeMessage,
+  encodeMessage,
+  messageTypeName,
+  negotiateVersion,
+} from '@walwire/protocol';
+import type { Logger } from '@walwire/runtime';
+import type { WebSocket } from 'ws';
+import { type LogSource, Sender } from './sender.js';
+import { type SnapshotSource, streamSnapshot } from './snapshot-sender.js';
+
+export type SessionState = 'awaiting-hello' | 'streaming' | 'closed';
+
+/** What a session needs from a primary namespace. */
+export interface StreamableNamespace {
+  readonly name: string;
+  readonly log: LogSource;
+  /** Lowest seq still in the log (retention), ≥ 1. */
+  firstSeq(): number;
+  /** The database checksum after `seq` (seq 0 = the generation's base), or undefined if not in the log. */
+  checksumAt(seq: number): Promise<string | undefined>;
+  /** Commit time of `seq` for lag in ms, or undefined. */
+  commitTimeAt?(seq: number): number | undefined;
+  /** A consistent image of the database at some seq, for bootstrap. */
+  openSnapshot(): Promise<SnapshotSource>;
+}
+
+export interface SessionOptions {
+  readonly limits: ProtocolLimits;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatTimeoutMs: number;
+  readonly helloTimeoutMs: number;
+  readonly windowBytes: number;
+  readonly stallTimeoutMs: number;
+  readonly snapshotChunkBytes: number;
+  readonly primaryId: string;
+}
+
+export interface ReplicaNamespaceStatus {
+  readonly ns: string;
+  readonly mode: 'stream' | 'snapshot';
+  readonly appliedSeq: number;
+  readonly durableSeq: number;
+  readonly sentSeq: number;
+  readonly ackedAt: number | null;
+  readonly bytesSent: number;
+}
+
+export interface SessionStatus {
+  readonly id: number;
+  readonly replicaId: string | null;
+  readonly remote: string;
+  readonly state: SessionState;
+  readonly connectedAt: number;
+  readonly version: number | null;
+  readonly namespaces: readonly ReplicaNamespaceStatus[];
+}
+
+interface NsStream {
+  readonly ns: StreamableNamespace;
+  mode: 'stream' | 'snapshot';
+  sender: Sender | null;
+  appliedSeq: number;
+  durableSeq: number;
+  ackedAt: number | null;
+  snapshotBytes: number;
+}
+
+export class ReplicaSession {
+  readonly id: number;
+  readonly remote: string;
+  readonly connectedAt = Date.now();
+  readonly #ws: WebSocket;
+  readonly #options: SessionOptions;
+  readonly #logger: Logger;
+  readonly #resolve: (name: string) => StreamableNamespace | undefined;
+  readonly #streams = new Map<string, NsStream>();
+  readonly #timers: NodeJS.Timeout[] = [];
+  #state: SessionState = 'awaiting-hello';
+  #replicaId: string | null = null;
+  #version: number | null = null;
+  #lastReceivedAt = Date.now();
+  #lastSentAt = 0;
+  readonly #onAck: (s: ReplicaSession, ns: string, ack: AckMessage) => void;
+
+  constructor(options: {
+    id: number;
+    ws: WebSocket;
+    remote: string;
+    session: SessionOptions;
+    logger: Logger;
+    resolve: (name: string) => StreamableNamespace | undefined;
+    onAck: (s: ReplicaSession, ns: string, ack: AckMessage) => void;
+  }) {
+    this.id = options.id;
+    this.remote = options.remote;
+    this.#ws = options.ws;
+    this.#options = options.session;
+    this.#logger = options.logger;
+    this.#resolve = options.resolve;
+    this.#onAck = options.onAck;
+    this.#ws.on('message', (data: Buffer, isBinary: boolean) => this.#onFrame(data, isBinary));
+    this.#ws.on('close', (code, reason) => this.#onClose(code, reason.toString()));
+    this.#ws.on('error', (err) => this.#logger.warn({ err: err.message }, 'socket error'));
+    this.#timers.push(
+      setTimeout(() => {
+        if (this.#state === 'awaiting-hello') this.#abort(new TimeoutError(`no HELLO within ${this.#options.helloTimeoutMs} ms`));
+      }, this.#options.helloTimeoutMs),
+      setInterval(() => this.#tick(), Math.min(250, this.#options.heartbeatIntervalMs)),
+    );
+  }
+
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  get replicaId(): string | null {
+    return this.#replicaId;
+  }
+
+  get status(): SessionStatus {
+    return {
+      id: this.id,
+      replicaId: this.#replicaId,
+      remote: this.remote,
+      state: this.#state,
+      connectedAt: this.connectedAt,
+      version: this.#version,
+      namespaces: [...this.#streams.values()].map((s) => ({
+        ns: s.ns.name,
+        mode: s.mode,
+        appliedSeq: s.appliedSeq,
+        durableSeq: s.durableSeq,
+        sentSeq: s.sender?.stats.sentSeq ?? 0,
+        ackedAt: s.ackedAt,
+        bytesSent: (s.sender?.stats.bytes ?? 0) + s.snapshotBytes,
+      })),
+    };
+  }
+
+  /** Closes the session (server shutdown, namespace reset). */
+  close(code: number = CloseCode.GOING_AWAY, reason = 'primary shutting down'): void {
+    if (this.#state === 'closed') return;
+    this.#shutdown();
+    this.#ws.close(code, reason);
+    setTimeout(() => this.#ws.terminate(), 2000).unref();
+  }
+
+  #onFrame(data: Buffer, isBinary: boolean): void {
+    if (this.#state === 'closed') return;
+    this.#lastReceivedAt = Date.now();
+    try {
+      if (!isBinary) throw new UnexpectedMessageError('text frame received; walwire uses binary frames only');
+      this.#dispatch(decodeMessage(data, this.#options.limits));
+    } catch (err) {
+      if (err instanceof WalwireError) this.#abort(err);
+      else throw err;
+    }
+  }
+
+  #dispatch(m: Message): void {
+    if (m.type === MessageType.HEARTBEAT) return;
+    if (m.type === MessageType.ERROR) {
+      this.#logger.warn({ code: m.code, ns: m.ns, fatal: m.fatal }, `replica reported: ${m.message}`);
+      return;
+    }
+    if (this.#state === 'awaiting-hello') {
+      if (m.type !== MessageType.HELLO) throw new UnexpectedMessageError(`${messageTypeName(m.type)} before HELLO`);
+      void this.#hello(m).catch((err: unknown) => this.#abort(err instanceof WalwireError ? err : new WalwireError(String(err))));
+      this.#state = 'streaming';
+      return;
+    }
+    switch (m.type) {
+      case MessageType.ACK: {
+        const s = this.#streams.get(m.ns);
+        if (s === undefined) throw new UnexpectedMessageError(`ACK for namespace ${m.ns}, which this connection does not stream`);
+        s.appliedSeq = Math.max(s.appliedSeq, m.appliedSeq);
+        s.durableSeq = Math.max(s.durableSeq, m.durableSeq);
+        s.ackedAt = Date.now();
+        this.#onAck(this, m.ns, m);
+        return;
+      }
+      case MessageType.SNAPSHOT_REQUEST: {
+        const s = this.#streams.get(m.ns);
+        if (s === undefined) throw new UnexpectedMessageError(`SNAPSHOT_REQUEST for namespace ${m.ns}, which this connection does not stream`);
+        this.#logger.warn({ ns: m.ns, reason: m.reason }, 'replica requested a snapshot');
+        s.sender?.stop();
+        this.#startSnapshot(s, m.reason);
+        return;
+      }
+      default:
+        throw new UnexpectedMessageError(`${messageTypeName(m.type)} is not sent by a replica`);
+    }
+  }
+
+  async #hello(m: HelloMessage): Promise<void> {
+    this.#version = negotiateVersion(m.minVersion, m.maxVersion);
+    this.#replicaId = m.replicaId;
+    const welcome: WelcomeNamespace[] = [];
+    const plans: { s: NsStream; mode: 'stream' | 'snapshot'; reason: string; from: number }[] = [];
+    for (const p of m.namespaces) {
+      const ns = this.#resolve(p.ns);
+      if (ns === undefined) throw new UnknownNamespaceError(`namespace ${JSON.stringify(p.ns)} does not exist on this primary`);
+      const generation = ns.log.generation;
+      if (generation === undefined) throw new UnknownNamespaceError(`namespace ${p.ns} has no generation yet`);
+      const head = ns.log.headSeq();
+      let reason = '';
+      if (p.generation === null) reason = 'new replica';
+      else if (p.generation !== generation) reason = `generation changed: replica has ${p.generation}, primary has ${generation}`;
+      else if (p.appliedSeq > head) reason = `replica applied seq ${p.appliedSeq} is ahead of the primary head ${head}`;
+      else if (p.durableSeq + 1 < ns.firstSeq()) reason = `replica durable seq ${p.durableSeq} is behind retention (log starts at seq ${ns.firstSeq()})`;
+      else {
+        const expected = await ns.checksumAt(p.appliedSeq);
+        if (expected === undefined) reason = `seq ${p.appliedSeq} is no longer in the log`;
+        else if (expected !== p.checksum) reason = `checksum mismatch at seq ${p.appliedSeq}: replica ${String(p.checksum)}, primary ${expected}`;
+      }
+      const mode = reason === '' ? 'stream' : 'snapshot';
+      const s: NsStream = { ns, mode, sender: null, appliedSeq: p.appliedSeq, durableSeq: p.durableSeq, ackedAt: null, snapshotBytes: 0 };
+      this.#streams.set(p.ns, s);
+      welcome.push({ ns: p.ns, generation, headSeq: head, mode, reason });
+      plans.push({ s, mode, reason, from: p.durableSeq + 1 });
+      if (reason) this.#logger.info({ ns: p.ns, replica: m.replicaId, reason }, 'replica needs a snapshot');
+    }
+    this.#send({ type: MessageType.WELCOME, version: this.#version, primaryId: this.#options.primaryId, namespaces: welcome });
+    this.#logger.info({ replica: m.replicaId, version: this.#version, namespaces: welcome.map((w) => `${w.ns}:${w.mode}`) }, 'replica connected');
+    for (const plan of plans) {
+      if (plan.mode === 'snapshot') this.#startSnapshot(plan.s, plan.reason);
+      else this.#startSender(plan.s, plan.from);
+    }
+  }
+
+  #startSender(s: NsStream, fromSeq: number): void {
+    const generation = s.ns.log.generation!;
+    s.mode = 'stream';
+    const sender = new Sender({
+      ns: s.ns.name,
+      log: s.ns.log,
+      sink: this.#frameSink(),
+      limits: this.#options.limits,
+      windowBytes: this.#options.windowBytes,
+      logger: this.#logger,
+      generation,
+      fromSeq,
+      appliedSeq: s.appliedSeq,
+    });
+    s.sender = sender;
+    sender.run().then(
+      (outcome) => {
+        if (outcome === 'generation-changed' && this.#state !== 'closed') {
+          this.#logger.info({ ns: s.ns.name }, 'generation changed; closing so the replica bootstraps again');
+          this.close(CloseCode.GOING_AWAY, `generation of ${s.ns.name} changed`);
+        }
+      },
+      (err: unknown) => this.#abort(err instanceof WalwireError ? err : new WalwireError((err as Error).message)),
+    );
+  }
+
+  #startSnapshot(s: NsStream, reason: string): void {
+    s.mode = 'snapshot';
+    s.sender = null;
+    void (async () => {
+      const source = await s.ns.openSnapshot();
+      const sent = await streamSnapshot({
+        ns: s.ns.name,
+        source,
+        sink: this.#frameSink(),
+        limits: this.#options.limits,
+        chunkBytes: this.#options.snapshotChunkBytes,
+        windowBytes: this.#options.windowBytes,
+        logger: this.#logger,
+        reason,
+      });
+      s.snapshotBytes += sent.bytes;
+      if (this.#state === 'closed') return;
+      s.appliedSeq = source.seq;
+      s.durableSeq = source.seq;
+      this.#startSender(s, source.seq + 1);
+    })().catch((err: unknown) => this.#abort(err instanceof WalwireError ? err : new WalwireError((err as Error).message)));
+  }
+
+  #frameSink(): { send: (frame: Buffer, done: (err?: Error) => void) => void; readonly closed: boolean } {
+    const session = this;
+    return {
+      send: (frame, done) => {
+        this.#lastSentAt = Date.now();
+        this.#ws.send(frame, done);
+      },
+      get closed() {
+        return session.#state === 'closed';
+      },
+    };
+  }
+
+  #tick(): void {
+    if (this.#state === 'closed') return;
+    const now = Date.now();
+    if (now - this.#lastReceivedAt > this.#options.heartbeatTimeoutMs) {
+      this.#abort(new TimeoutError(`no message from replica ${this.#replicaId ?? this.remote} for ${now - this.#lastReceivedAt} ms`), CloseCode.HEARTBEAT_TIMEOUT);
+      return;
+    }
+    for (const s of this.#streams.values()) {
+      const blocked = s.sender?.stats.blockedSince;
+      if (blocked != null && now - blocked > this.#options.stallTimeoutMs) {
+        this.#abort(new TimeoutError(`send window to replica ${this.#replicaId} full for ${now - blocked} ms (ns ${s.ns.name}, stallTimeoutMs ${this.#options.stallTimeoutMs})`), CloseCode.STALLED);
+        return;
+      }
+    }
+    if (this.#state === 'streaming' && now - this.#lastSentAt >= this.#options.heartbeatIntervalMs) {
+      this.#send({ type: MessageType.HEARTBEAT, sentAt: now });
+    }
+  }
+
+  #send(m: Message): void {
+    if (this.#state === 'closed' || this.#ws.readyState !== this.#ws.OPEN) return;
+    this.#lastSentAt = Date.now();
+    this.#ws.send(encodeMessage(m, this.#options.limits));
+  }
+
+  /** Sends ERROR with the failure's code, then closes with the matching close code. */
+  #abort(err: WalwireError, closeCode?: number): void {
+    if (this.#state === 'closed') return;
+    const level = err instanceof ProtocolError || err instanceof UnknownNamespaceError ? 'warn' : 'error';
+    this.#logger[level]({ code: err.code, err: err.message, replica: this.#replicaId }, 'closing replica connection');
+    this.#send({ type: MessageType.ERROR, code: err.code, message: err.message.slice(0, 4000), ns: null, fatal: true });
+    this.close(closeCode ?? closeCodeFor(err.code), err.message.slice(0, 120));
+  }
+
+  #shutdown(): void {
+    this.#state = 'closed';
+    for (const t of this.#timers) clearTimeout(t);
+    for (const s of this.#streams.values()) s.sender?.stop();
+  }
+
+  #onClose(code: number, reason: string): void {
+    if (this.#state !== 'closed') this.#shutdown();
+    this.#logger.info({ code, reason, replica: this.#replicaId }, 'replica disconnected');
+  }
+}

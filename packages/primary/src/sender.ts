@@ -1,0 +1,212 @@
+/**
+ * Streams one namespace's log to one replica: reads lazily from the resume
+ * seq, batches small transactions into TXN messages, splits large ones into
+ * TXN_PART messages, and never has more than `windowBytes` of encoded
+ * frames written to the socket but not yet flushed to the kernel
+ * (invariant 3: a slow replica costs the primary a bounded amount of memory).
+ *
+ * Resume rule (design.md): the stream starts at durableSeq + 1. Transactions
+ * at or below the replica's appliedSeq are not re-sent (it has them); blob
+ * events in that range are, because their durability is what the durable
+ * cursor is waiting for.
+ */
+import {
+  type Message,
+  MessageType,
+  type PageImage,
+  type ProtocolLimits,
+  type Txn,
+  encodeMessage,
+} from '@walwire/protocol';
+import type { Logger } from '@walwire/runtime';
+import type { LogRecord } from './log-record.js';
+
+/** What a Sender needs from the namespace's replication log. */
+export interface LogSource {
+  readonly generation: string | undefined;
+  readonly pageSize: number;
+  /** Highest seq appended, or 0. */
+  headSeq(): number;
+  read(from: number): AsyncIterable<LogRecord>;
+  /** Resolves at the next append (or generation change / close). */
+  nextAppend(): Promise<void>;
+}
+
+/** What a Sender needs from the connection. */
+export interface FrameSink {
+  /** Sends a frame; `done` fires once it is flushed to the kernel (or the socket failed). */
+  send(frame: Buffer, done: (err?: Error) => void): void;
+  readonly closed: boolean;
+}
+
+export interface SenderStats {
+  readonly sentSeq: number;
+  readonly messages: number;
+  readonly bytes: number;
+  readonly unflushedBytes: number;
+  /** Since when the window has been full, or null. */
+  readonly blockedSince: number | null;
+}
+
+/** Encoded-size overhead allowance per page (map keys, pgno, bin header). */
+const PAGE_OVERHEAD = 32;
+/** Allowance for the message envelope and txn fields. */
+const MESSAGE_OVERHEAD = 4096;
+
+export class Sender {
+  readonly ns: string;
+  readonly #log: LogSource;
+  readonly #sink: FrameSink;
+  readonly #limits: ProtocolLimits;
+  readonly #windowBytes: number;
+  readonly #logger: Logger;
+  readonly #generation: string;
+  #next: number;
+  readonly #appliedSeq: number;
+  #unflushed = 0;
+  #messages = 0;
+  #bytes = 0;
+  #stopped = false;
+  #blockedSince: number | null = null;
+  #drained: (() => void) | null = null;
+  #failure: Error | null = null;
+  readonly #stopSignal: Promise<void>;
+  #signalStop: () => void = () => {};
+
+  constructor(options: {
+    ns: string;
+    log: LogSource;
+    sink: FrameSink;
+    limits: ProtocolLimits;
+    windowBytes: number;
+    logger: Logger;
+    generation: string;
+    /** First seq to send (the replica's durable seq + 1). */
+    fromSeq: number;
+    /** Transactions at or below this seq are skipped. */
+    appliedSeq: number;
+  }) {
+    this.ns = options.ns;
+    this.#log = options.log;
+    this.#sink = options.sink;
+    this.#limits = options.limits;
+    this.#windowBytes = options.windowBytes;
+    this.#logger = options.logger;
+    this.#generation = options.generation;
+    this.#next = options.fromSeq;
+    this.#appliedSeq = options.appliedSeq;
+    this.#stopSignal = new Promise((resolve) => (this.#signalStop = resolve));
+  }
+
+  get stats(): SenderStats {
+    return { sentSeq: this.#next - 1, messages: this.#messages, bytes: this.#bytes, unflushedBytes: this.#unflushed, blockedSince: this.#blockedSince };
+  }
+
+  /** Ends run() at the next step; the session calls this when the socket closes. */
+  stop(): void {
+    this.#stopped = true;
+    this.#drained?.();
+    this.#signalStop();
+  }
+
+  /**
+   * Runs until stopped, the socket closes, or the log's generation changes
+   * (resolves 'generation-changed': the replica must reconnect and bootstrap).
+   */
+  async run(): Promise<'stopped' | 'generation-changed'> {
+    while (!this.#stopped && !this.#sink.closed) {
+      if (this.#failure) throw this.#failure;
+      if (this.#log.generation !== this.#generation) return 'generation-changed';
+      if (this.#next > this.#log.headSeq()) {
+        await Promise.race([this.#log.nextAppend(), this.#stopSignal]);
+        continue;
+      }
+      await this.#sendFrom();
+    }
+    return 'stopped';
+  }
+
+  /** Sends records from #next until the window fills or the log ends. */
+  async #sendFrom(): Promise<void> {
+    const pageBudget = this.#pageBudget();
+    let batch: Txn[] = [];
+    let batchPages = 0;
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      await this.#emit({ type: MessageType.TXN, ns: this.ns, generation: this.#generation, txns: batch });
+      batch = [];
+      batchPages = 0;
+    };
+    for await (const record of this.#log.read(this.#next)) {
+      if (this.#stopped || this.#sink.closed) return;
+      if (record.generation !== this.#generation) return;
+      if (record.kind === 'txn') {
+        const txn = record.txn;
+        if (txn.seq > this.#appliedSeq) {
+          if (txn.pages.length > pageBudget) {
+            await flush();
+            await this.#sendParts(txn, pageBudget);
+          } else {
+            if (batchPages + txn.pages.length > pageBudget || batch.length >= this.#limits.maxTxnsPerMessage) await flush();
+            batch.push(txn);
+            batchPages += txn.pages.length;
+          }
+        }
+      } else {
+        // Blob events need the blob streamer (blob issue); until it exists a
+        // log holding them cannot be replicated, and saying so beats skipping.
+        await flush();
+        throw new Error(`namespace ${this.ns} seq ${record.seq} is a ${record.kind} event; blob replication is not available in this build`);
+      }
+      this.#next = record.seq + 1;
+      if (this.#unflushed >= this.#windowBytes) break;
+    }
+    await flush();
+  }
+
+  async #sendParts(txn: Txn, pageBudget: number): Promise<void> {
+    const partCount = Math.ceil(txn.pages.length / pageBudget);
+    for (let part = 0; part < partCount; part++) {
+      const pages: PageImage[] = txn.pages.slice(part * pageBudget, (part + 1) * pageBudget) as PageImage[];
+      await this.#emit({
+        type: MessageType.TXN_PART,
+        ns: this.ns,
+        generation: this.#generation,
+        seq: txn.seq,
+        part,
+        partCount,
+        commitSize: txn.commitSize,
+        checksum: txn.checksum,
+        commitTime: txn.commitTime,
+        pages,
+      });
+    }
+  }
+
+  /** Pages that fit one message under both the page-count and byte limits. */
+  #pageBudget(): number {
+    const byBytes = Math.floor((this.#limits.maxMessageBytes - MESSAGE_OVERHEAD) / (this.#log.pageSize + PAGE_OVERHEAD));
+    return Math.max(1, Math.min(this.#limits.maxPagesPerMessage, byBytes));
+  }
+
+  /** Encodes and sends one message, first waiting while the window is full. */
+  async #emit(message: Message): Promise<void> {
+    while (this.#unflushed >= this.#windowBytes && !this.#stopped && !this.#sink.closed) {
+      this.#blockedSince ??= Date.now();
+      await new Promise<void>((resolve) => (this.#drained = resolve));
+      this.#drained = null;
+    }
+    this.#blockedSince = null;
+    if (this.#stopped || this.#sink.closed) return;
+    const frame = encodeMessage(message, this.#limits);
+    this.#unflushed += frame.length;
+    this.#messages++;
+    this.#bytes += frame.length;
+    this.#sink.send(frame, (err) => {
+      this.#unflushed -= frame.length;
+      if (err && !this.#failure) this.#failure = err;
+      this.#drained?.();
+    });
+    this.#logger.trace({ ns: this.ns, type: message.type, bytes: frame.length }, 'sent');
+  }
+}

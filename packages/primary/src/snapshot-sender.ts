@@ -1,0 +1,83 @@
+/**
+ * Streams a snapshot of one namespace: SNAPSHOT_BEGIN (the manifest, with a
+ * CRC-32 per chunk), SNAPSHOT_CHUNK × n, SNAPSHOT_END. Reads the image in
+ * chunk-sized slices, so memory stays at a few chunks whatever the database
+ * size, and respects the same unflushed-bytes window as the log sender.
+ */
+import { MessageType, type ProtocolLimits, crc32, encodeMessage } from '@walwire/protocol';
+import type { Logger } from '@walwire/runtime';
+import type { FrameSink } from './sender.js';
+
+/** A consistent database image at `seq`; `read` returns exactly the bytes asked for. */
+export interface SnapshotSource {
+  readonly generation: string;
+  readonly seq: number;
+  readonly checksum: string;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+export async function streamSnapshot(options: {
+  ns: string;
+  source: SnapshotSource;
+  sink: FrameSink;
+  limits: ProtocolLimits;
+  chunkBytes: number;
+  windowBytes: number;
+  logger: Logger;
+  reason: string;
+  fromChunk?: number;
+}): Promise<{ bytes: number }> {
+  const { ns, source, sink, limits, logger } = options;
+  try {
+    const chunkPages = Math.max(1, Math.floor(Math.min(options.chunkBytes, limits.maxChunkBytes) / source.pageSize));
+    const chunkBytes = chunkPages * source.pageSize;
+    const total = source.pageCount * source.pageSize;
+    const chunkCount = Math.ceil(source.pageCount / chunkPages);
+    const crcs: number[] = [];
+    for (let i = 0; i < chunkCount; i++) {
+      const len = Math.min(chunkBytes, total - i * chunkBytes);
+      crcs.push(crc32(await source.read(i * chunkBytes, len)));
+    }
+    const fromChunk = options.fromChunk ?? 0;
+    let unflushed = 0;
+    let wake: (() => void) | null = null;
+    let failure: Error | null = null;
+    let sent = 0;
+    const send = async (frame: Buffer): Promise<void> => {
+      while (unflushed >= options.windowBytes && !sink.closed) await new Promise<void>((r) => (wake = r));
+      if (failure) throw failure;
+      if (sink.closed) throw new Error(`connection closed during the snapshot of ${ns}`);
+      unflushed += frame.length;
+      sent += frame.length;
+      sink.send(frame, (err) => {
+        unflushed -= frame.length;
+        if (err) failure = err;
+        wake?.();
+      });
+    };
+    const started = Date.now();
+    logger.info({ ns, generation: source.generation, seq: source.seq, bytes: total, chunks: chunkCount, reason: options.reason }, 'snapshot stream started');
+    const head = { ns, generation: source.generation, seq: source.seq };
+    await send(
+      encodeMessage(
+        { type: MessageType.SNAPSHOT_BEGIN, ...head, pageSize: source.pageSize, pageCount: source.pageCount, checksum: source.checksum, chunkPages, chunkCrcs: crcs, fromChunk },
+        limits,
+      ),
+    );
+    for (let i = fromChunk; i < chunkCount; i++) {
+      const data = await source.read(i * chunkBytes, Math.min(chunkBytes, total - i * chunkBytes));
+      const crc = crc32(data);
+      // The source must be immutable while streamed; a changed chunk would not match its manifest CRC.
+      if (crc !== crcs[i]) throw new Error(`snapshot source of ${ns} changed while streaming (chunk ${i})`);
+      await send(encodeMessage({ type: MessageType.SNAPSHOT_CHUNK, ...head, index: i, data, crc }, limits));
+    }
+    await send(encodeMessage({ type: MessageType.SNAPSHOT_END, ...head }, limits));
+    logger.info({ ns, seq: source.seq, bytes: sent, ms: Date.now() - started }, 'snapshot stream sent');
+    return { bytes: sent };
+  } finally {
+    await source.close();
+  }
+}
