@@ -29,6 +29,7 @@ const pause = new Int32Array(new SharedArrayBuffer(4));
 
 function main(): void {
   const start = performance.now();
+  const cpu0 = process.cpuUsage();
   for (let i = 0; i < spec.txns; i++) {
     txn();
     if (spec.ratePerSec > 0) {
@@ -41,8 +42,9 @@ function main(): void {
     }
   }
   const elapsedMs = performance.now() - start;
+  const cpu = process.cpuUsage(cpu0);
   db.close();
-  process.stdout.write(`${JSON.stringify({ elapsedMs, commitNs })}\n`);
+  process.stdout.write(`${JSON.stringify({ elapsedMs, cpuMs: (cpu.user + cpu.system) / 1000, systemMs: cpu.system / 1000, commitNs })}\n`);
 }
 
 main();
