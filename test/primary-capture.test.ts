@@ -115,6 +115,9 @@ describe('primary capture', () => {
     const status = await daemon.status();
     await daemon.stop();
     expect(status.namespaces[0]!.checkpoint!.completed).toBeGreaterThan(0);
+    // The WAL was truncated while the daemon ran, and continuity held across it.
+    expect(daemon.child.stderr.some((l) => l.includes('"msg":"WAL truncated"'))).toBe(true);
+    expect(daemon.generations('load').length).toBe(1);
     expect(status.namespaces[0]!.checkpoint!.degraded).toBe(false);
 
     const contents = await readPrimaryLog(dataDir, 'load');
