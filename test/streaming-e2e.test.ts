@@ -4,12 +4,15 @@
  * replica bootstraps from a snapshot, streams, and converges page-exact.
  */
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
   assertConverged,
   makeTempDir,
   replicationUrl,
   runWriter,
+  spawnCommand,
+  spawnWriter,
   sqlite3Cli,
   startPrimaryProcess,
   startReplicaProcess,
@@ -38,5 +41,33 @@ describe('streaming end to end', () => {
     expect((status.body['connection'] as { connected: boolean }).connected).toBe(true);
     const pstatus = await primary.get('/v1/status');
     expect((pstatus.body['replicas'] as unknown[]).length).toBe(1);
+  });
+});
+
+describe('regressions', () => {
+  it('txns after a snapshot wait for its install (bootstrap while a writer runs: no failed apply, no reconnect)', async () => {
+    const dir = makeTempDir();
+    const db = join(dir, 'app.db');
+    await runWriter({ db }, { mode: 'load', txns: 50, rowsPerTxn: 20, payloadBytes: 500, ratePerSec: 0 });
+    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
+    const writer = spawnWriter({ db }, { mode: 'load', txns: 400, rowsPerTxn: 2, payloadBytes: 300, ratePerSec: 400 });
+    await writer.waitForLine(/^committed 20$/);
+    const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
+    await writer.succeeded();
+    await waitForCatchUp(primary, replica, 'app', db);
+    await assertConverged({ primaryDb: db, replicaDb: join(dir, 'r', 'app', 'db.sqlite') });
+    const status = await replica.get('/v1/status');
+    expect((status.body['connection'] as { reconnects: number; lastError: unknown }).reconnects).toBe(0);
+    expect(replica.child.lines.filter((l) => l.includes('apply failed'))).toEqual([]);
+  });
+});
+
+describe('npm start', () => {
+  it('runs a primary and a replica as two processes with a write load and live lag, then exits cleanly', async () => {
+    const demo = spawnCommand(process.execPath, [fileURLToPath(new URL('../scripts/start.mjs', import.meta.url)), '--seconds', '3', '--rate', '50']);
+    await demo.succeeded(60_000);
+    const rows = demo.lines.filter((l) => /^primary seq +\d+ \| replica applied +\d+/.test(l));
+    expect(rows.length).toBeGreaterThanOrEqual(2);
+    expect(demo.lines.at(-1)).toBe('stopped; temp data removed');
   });
 });

@@ -78,6 +78,11 @@ class Connection {
   readonly receiver: Receiver;
   readonly pending = new Set<Promise<unknown>>();
   readonly ackTimers = new Map<string, NodeJS.Timeout>();
+  /**
+   * Per namespace, the snapshot install in progress: transactions that follow
+   * SNAPSHOT_END must not reach the applier before the image is installed.
+   */
+  readonly gates = new Map<string, { readonly done: Promise<void>; readonly open: () => void }>();
   readonly timers: NodeJS.Timeout[] = [];
   lastReceivedAt = Date.now();
   lastSentAt = 0;
@@ -244,11 +249,30 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         this.emit('connected', { version: m.version, primaryId: m.primaryId });
       },
       txns: (ns, generation, txns, bytes) => {
-        this.#track(conn, bytes, this.#namespace(ns).then((n) => n.apply(generation, txns)), ns, log);
+        // Promise reactions run in registration order, so batches queued behind
+        // a gate still reach the applier in seq order.
+        const gate = conn.gates.get(ns)?.done ?? Promise.resolve();
+        this.#track(conn, bytes, gate.then(() => this.#namespace(ns)).then((n) => n.apply(generation, txns)), ns, log);
       },
-      snapshotBegin: (m) => this.#track(conn, 0, conn.snapshots.begin(m), m.ns, log),
+      snapshotBegin: (m) => {
+        let open = (): void => {};
+        const done = new Promise<void>((resolve) => (open = resolve));
+        conn.gates.get(m.ns)?.open();
+        conn.gates.set(m.ns, { done, open });
+        this.#track(conn, 0, conn.snapshots.begin(m), m.ns, log);
+      },
       snapshotChunk: (m) => this.#track(conn, m.data.length, conn.snapshots.chunk(m), m.ns, log),
-      snapshotEnd: (ns, generation, seq) => this.#track(conn, 0, conn.snapshots.end(ns, generation, seq), ns, log),
+      snapshotEnd: (ns, generation, seq) => {
+        const gate = conn.gates.get(ns);
+        const installed = conn.snapshots.end(ns, generation, seq);
+        // Opened on failure too: the failure aborts the connection, and the
+        // applies queued behind the gate then fail harmlessly or are skipped.
+        void installed.finally(() => {
+          gate?.open();
+          if (conn.gates.get(ns) === gate) conn.gates.delete(ns);
+        }).catch(() => {});
+        this.#track(conn, 0, installed, ns, log);
+      },
       blob: (m) => {
         throw new UnexpectedMessageError(`blob replication is not supported by this replica build (${m.ns}, seq ${m.seq})`);
       },
