@@ -20,7 +20,7 @@ import {
   describe,
   resolveProtocolLimits,
 } from '@walwire/protocol';
-import { type Logger, matchRoute, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
+import { type Logger, matchRoute, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
 import type { LogRecord } from './log-record.js';
 import type { PrimaryNamespace } from './namespace.js';
 import type { PrimaryOptions } from './options.js';
@@ -104,14 +104,12 @@ export class PrimaryDaemon {
   readonly primary: Primary;
   readonly server: ReplicationServer;
   readonly #logger: Logger;
-  readonly #token: string;
   readonly #signals = new Map<string, AppendSignal>();
   readonly #startedAt = Date.now();
 
-  private constructor(primary: Primary, server: ReplicationServer, token: string, logger: Logger) {
+  private constructor(primary: Primary, server: ReplicationServer, logger: Logger) {
     this.primary = primary;
     this.server = server;
-    this.#token = token;
     this.#logger = logger;
   }
 
@@ -162,7 +160,7 @@ export class PrimaryDaemon {
       },
       logger,
     );
-    const d = new PrimaryDaemon(primary, server, options.token, logger);
+    const d = new PrimaryDaemon(primary, server, logger);
     holder.daemon = d;
     primary.on('record', ({ ns }) => d.#signal(ns).fire());
     primary.on('generation', ({ ns }) => d.#signal(ns).fire());
@@ -240,7 +238,6 @@ export class PrimaryDaemon {
     const url = new URL(req.url ?? '/', 'http://x');
     const head = matchRoute('/v1/namespaces/:ns/head', url.pathname);
     if (req.method !== 'GET' || (url.pathname !== '/v1/status' && head === null)) return false;
-    if (!requireToken(req, res, this.#token)) return true;
     try {
       if (head) sendJson(res, 200, { ns: head['ns'], ...this.primary.head(head['ns']!) });
       else sendJson(res, 200, this.status());

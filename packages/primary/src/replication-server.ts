@@ -5,7 +5,8 @@
  * wrong or missing token is answered `401` before any upgrade, so an
  * unauthenticated peer never reaches the protocol.
  *
- * Other HTTP routes (admin, blobs) attach through `route()`.
+ * Other HTTP routes (status, admin, blobs) attach through `route()`; every
+ * HTTP request is authenticated before any route sees it.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -137,6 +138,12 @@ export class ReplicationServer {
 
   async #request(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
+      // Authenticate before routing, so an unauthenticated caller learns nothing, not even which routes exist.
+      if (!this.authorized(req)) {
+        res.setHeader('www-authenticate', 'Bearer');
+        sendJsonError(res, 401, 'WALWIRE_ERR_UNAUTHORIZED', 'missing or wrong bearer token');
+        return;
+      }
       for (const route of this.#routes) if (await route(req, res)) return;
       sendJsonError(res, 404, 'WALWIRE_ERR_NOT_FOUND', `no route for ${req.method} ${req.url}`);
     } catch (err) {
