@@ -108,7 +108,9 @@ export const primaryBenchmarks: Benchmark = {
   async run(ctx) {
     const figures: Figure[] = [];
     const notes: string[] = [];
-    const rounds = ctx.quick ? 1 : 3;
+    const rounds = ctx.quick ? 1 : 5;
+    // Warm-up (page cache, JIT, worker start-up), not measured.
+    await throughput(ctx, 1, true, 2000);
     for (const rows of [1, 10, 100]) {
       const txns = Math.round((ctx.quick ? 6000 : 20000) / Math.sqrt(rows));
       const alone: number[] = [];
@@ -132,11 +134,19 @@ export const primaryBenchmarks: Benchmark = {
         note: `with the daemon ${withDaemon.toFixed(0)} txn/s; ${txns} txns of ${rows} × 100-byte rows, median of ${rounds} alternating run(s) on fresh databases`,
       });
     }
-    const seconds = ctx.quick ? 2 : 5;
-    const lat = await latency(ctx, seconds);
+    const seconds = ctx.quick ? 2 : 4;
+    const latRounds = ctx.quick ? 1 : 3;
+    const perRound: { p50: number; p99: number; seqs: number; n: number }[] = [];
+    for (let r = 0; r < latRounds; r++) {
+      const l = await latency(ctx, seconds);
+      perRound.push({ p50: median(l.samples), p99: percentile(l.samples, 99), seqs: l.seqs, n: l.samples.length });
+      ctx.log(`latency round ${r + 1}: p50 ${perRound.at(-1)!.p50.toFixed(2)} ms, p99 ${perRound.at(-1)!.p99.toFixed(2)} ms`);
+    }
+    const totalSeqs = perRound.reduce((n, r) => n + r.seqs, 0);
+    const totalCommits = perRound.reduce((n, r) => n + r.n, 0);
     const fsync = fsyncBaseline(ctx, ctx.quick ? 200 : 1000);
-    const p50 = median(lat.samples);
-    const p99 = percentile(lat.samples, 99);
+    const p50 = median(perRound.map((r) => r.p50));
+    const p99 = median(perRound.map((r) => r.p99));
     const fsyncP50 = median(fsync);
     figures.push({
       name: 'commit-to-log latency p50 at 1,000 commits/s',
@@ -147,7 +157,7 @@ export const primaryBenchmarks: Benchmark = {
       met: p50 <= 1,
       baseline: { name: '4 KiB write + fdatasync, same disk (p50)', value: fsyncP50, unit: 'ms' },
       ratio: p50 / fsyncP50,
-      note: `${lat.samples.length} commits in ${lat.seqs} seqs; p99 of the baseline ${percentile(fsync, 99).toFixed(2)} ms`,
+      note: `median over ${latRounds} round(s) of ${seconds} s (${totalCommits} commits in ${totalSeqs} seqs); per round p50/p99: ${perRound.map((r) => `${r.p50.toFixed(2)}/${r.p99.toFixed(2)}`).join(', ')} ms; p99 of the baseline ${percentile(fsync, 99).toFixed(2)} ms`,
     });
     figures.push({
       name: 'commit-to-log latency p99 at 1,000 commits/s',
@@ -160,7 +170,8 @@ export const primaryBenchmarks: Benchmark = {
     });
     notes.push(
       'Throughput: the writer is its own process (better-sqlite3, WAL mode, default auto-checkpoint); "with the daemon" runs the primary library in the benchmark process on the same 2 cores, tailing, logging with fdatasync and checkpointing at its defaults.',
-      `Latency: the writer commits 1 row every 1 ms for ${seconds} s and stamps each commit with process.hrtime.bigint() (CLOCK_MONOTONIC, shared by processes); the primary stamps the record event, emitted after the log's fdatasync. A seq may hold several commits; each commit is charged the time until its seq was durable.`,
+      `Latency: in each round the writer commits 1 row every 1 ms for ${seconds} s and stamps each commit with process.hrtime.bigint() (CLOCK_MONOTONIC, shared by processes); the primary stamps the record event, emitted after the log's fdatasync. A seq may hold several commits; each commit is charged the time until its seq was durable. The figures are the medians of the rounds' p50 and p99.`,
+      'The machine is a shared 2-core VM on which other work runs at the same time; repeated runs of this suite have given 1-row ratios from 0.5 to 0.85 and latency p99 from 7 ms to over 60 ms, so single figures carry that much noise.',
     );
     return { title: this.title, issue: 3, figures, notes };
   },
