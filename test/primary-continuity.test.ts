@@ -4,7 +4,7 @@
  * with the reason logged. Never a silent gap.
  */
 import { describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDatabaseHeader } from '@walwire/protocol';
 import {
@@ -122,6 +122,31 @@ describe('primary continuity across restarts', () => {
     expect(rec.seq).toBe(head.seq + 1);
     await writer.close();
     await daemon.stop();
+  });
+
+  it('a WAL corrupted while stopped fails the namespace with WALWIRE_ERR_WAL_FORMAT instead of capturing a wrong state', async () => {
+    const s = await setup();
+    await s.daemon.stop();
+    const before = statSync(`${s.db}-wal`).size;
+    for (let i = 0; i < 3; i++) await s.writer.exec('INSERT INTO t(v) VALUES (randomblob(5000))');
+    // Copied into the database file too, so an image built from the frames
+    // before the damage would mix old and new pages.
+    await s.writer.exec('PRAGMA wal_checkpoint(PASSIVE)');
+    expect(statSync(`${s.db}-wal`).size).toBeGreaterThan(before);
+    // Flip a byte inside the first frame written while stopped (the -wal file carries no locks).
+    const fd = openSync(`${s.db}-wal`, 'r+');
+    writeSync(fd, Buffer.from([0xff]), 0, 1, before + 24 + 200);
+    closeSync(fd);
+    const daemon = PrimaryDaemon.spawn({ dataDir: s.dataDir, namespaces: { app: { path: s.db } }, ...LIMITS, walStallTimeoutMs: 300, namespaceRetryMs: 100 });
+    await daemon.child.waitForLine(/^ready /);
+    for (let i = 0; i < 300 && !daemon.lines<{ ns: string }>('nserror').some((e) => e.ns === 'app'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(daemon.lines<{ ns: string; code: string }>('nserror')).toContainEqual(expect.objectContaining({ ns: 'app', code: 'WALWIRE_ERR_WAL_FORMAT' }));
+    expect(daemon.generations('app')).toEqual([]);
+    expect(daemon.records('app')).toEqual([]);
+    const status = await daemon.status();
+    expect(status.namespaces[0]).toMatchObject({ name: 'app', state: 'failed' });
+    await daemon.stop();
+    await s.writer.close();
   });
 
   it('frames appended to the same WAL while stopped are captured as one seq of the same generation', async () => {

@@ -17,6 +17,7 @@ import {
   EMPTY_CHECKSUM,
   UnknownNamespaceError,
   WAL_FRAME_HEADER_BYTES,
+  WalFormatError,
   initialWalState,
   scanWalFrames,
   type PageImage,
@@ -385,6 +386,15 @@ export class PrimaryNamespace {
     const overlay = new Map<number, Uint8Array>();
     for (const c of commits) for (const f of c.frames) overlay.set(f.pgno, f.page);
     const commitSize = snap.pageCount;
+    const lastCommit = commits.at(-1);
+    if (lastCommit !== undefined && lastCommit.commitSize !== commitSize) {
+      // The pin began right after this read, under the seal: SQLite's view
+      // must end at the same commit. It does not, so the WAL as read here
+      // (its checksum chain, §4.3) disagrees with SQLite's index: corrupt.
+      throw new WalFormatError(
+        `${this.path}-wal: the last valid commit frame (offset ${lastCommit.endOffset}) says ${lastCommit.commitSize} pages but SQLite sees ${commitSize}; the WAL fails its checksums before its end`,
+      );
+    }
     const image = await checksumDatabaseImage(this.#fd, this.#pageSize, commitSize, overlay);
     this.#walBytes = snap.bytes.length;
     const generation = this.#log.generation;
