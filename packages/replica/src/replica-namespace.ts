@@ -326,7 +326,8 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
         lockWaitMs: result.lockWaitMs,
         ms: result.totalMs,
       };
-      this.#log.info({ ...event, journalRecords: result.journalRecords }, 'snapshot installed');
+      const { ns: _ns, ...fields } = event; // the namespace logger already carries ns
+      this.#log.info({ ...fields, journalRecords: result.journalRecords }, 'snapshot installed');
       this.emit('installed', event);
       this.emit('applied', { ...event, txns: 0, pages: image.pageCount });
       return this.position;
