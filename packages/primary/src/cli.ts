@@ -6,24 +6,10 @@
  * lists them all.
  */
 import { InvalidOptionError, WalwireError } from '@walwire/protocol';
-import { type FlagSpec, createLogger, formatHelp, parseFlags } from '@walwire/runtime';
+import { createLogger, formatHelp, parseFlags } from '@walwire/runtime';
+import { PRIMARY_FLAGS } from './primary-flags.js';
 import { PrimaryDaemon } from './primary-daemon.js';
 
-export const PRIMARY_FLAGS: readonly FlagSpec[] = [
-  { name: 'db', type: 'list', env: 'WALWIRE_DBS', description: 'Namespaces to serve as name=path pairs, comma-separated or repeated (e.g. --db app=/data/app.db). A missing database is created in WAL mode. Required.', default: [] },
-  { name: 'token', type: 'string', description: 'Shared bearer token replicas and HTTP clients must present. Required.' },
-  { name: 'data-dir', type: 'string', description: 'Directory for replication logs and snapshot images.', default: './walwire-primary-data' },
-  { name: 'host', type: 'string', description: 'Listen address of the replication and HTTP endpoint.', default: '127.0.0.1' },
-  { name: 'port', type: 'integer', description: 'Listen port; 0 picks a free one (logged as "listening").', default: 7400, min: 0, max: 65535 },
-  { name: 'tls-cert', type: 'string', description: 'PEM certificate file; with --tls-key, serve wss:// and https://.', defaultLabel: 'none (plain ws://)' },
-  { name: 'tls-key', type: 'string', description: 'PEM private key file for --tls-cert.', defaultLabel: 'none' },
-  { name: 'heartbeat-interval-ms', type: 'integer', description: 'Interval between heartbeats to each replica.', default: 1000, min: 10 },
-  { name: 'heartbeat-timeout-ms', type: 'integer', description: 'A replica silent this long is disconnected.', default: 5000, min: 20 },
-  { name: 'checkpoint-pages', type: 'integer', description: 'WAL frames logged before a PASSIVE checkpoint is scheduled.', default: 1000, min: 1 },
-  { name: 'wal-truncate-bytes', type: 'integer', description: 'WAL size above which the checkpoint uses TRUNCATE.', default: 67108864, min: 0 },
-  { name: 'log-level', type: 'string', description: 'pino level: trace, debug, info, warn, error.', default: 'info' },
-  { name: 'log-pretty', type: 'boolean', description: 'Human-readable log lines instead of JSON.', defaultLabel: 'on when stdout is a terminal' },
-];
 
 function parseDbs(pairs: readonly string[]): Record<string, { path: string }> {
   const out: Record<string, { path: string }> = {};

@@ -12,3 +12,4 @@ export { Sender, type LogSource, type FrameSink, type SenderStats } from './send
 export { ReplicaSession, type SessionState, type SessionStatus, type SessionOptions, type StreamableNamespace, type ReplicaNamespaceStatus } from './replica-session.js';
 export { ReplicationServer, REPLICATION_PATH, type ReplicationServerOptions, type HttpHandler } from './replication-server.js';
 export { PrimaryDaemon, type PrimaryDaemonOptions } from './primary-daemon.js';
+export { PRIMARY_FLAGS } from './primary-flags.js';

@@ -34,3 +34,4 @@ export { ReplicationClient, type ClientState, type ClientStatus, type ClientEven
 export { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } from './client-options.js';
 export { SnapshotInstaller, imageChecksum, STAGING_DIR } from './snapshot-installer.js';
 export { ReplicaDaemon, type ReplicaDaemonOptions } from './replica-daemon.js';
+export { REPLICA_FLAGS } from './replica-flags.js';
