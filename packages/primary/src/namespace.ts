@@ -540,11 +540,9 @@ export class PrimaryNamespace {
    */
   async #checkpoint(run: RunCheckpoint): Promise<void> {
     if (this.#state !== 'running') return;
-    this.#logger.debug({ ns: this.name }, 'checkpoint: re-pin');
+    const started = performance.now();
     await this.#exclusive(async () => this.#ingest(await this.#tailer.repin()));
-    this.#logger.debug({ ns: this.name }, 'checkpoint: passive');
-    await run(this.path, 'PASSIVE');
-    this.#logger.debug({ ns: this.name }, 'checkpoint: seal');
+    const bulk = await run(this.path, 'PASSIVE');
     if (this.#state !== 'running') return;
     const truncate = this.#walBytes > this.#options.walTruncateBytes;
     this.#framesSinceCheckpoint = 0;
@@ -552,14 +550,12 @@ export class PrimaryNamespace {
     // The write lock is awaited outside the mutex, so tailing goes on meanwhile.
     await this.#tailer.seal();
     this.#lastSealAt = Date.now();
+    const sealedAt = performance.now();
     await this.#exclusive(async () => {
       try {
-        this.#logger.debug({ ns: this.name }, 'checkpoint: sealed');
         await this.#ingest(await this.#tailer.readNew());
         this.#tailer.releasePins();
-        this.#logger.debug({ ns: this.name }, 'checkpoint: passive under seal');
         await run(this.path, 'PASSIVE');
-        this.#logger.debug({ ns: this.name }, 'checkpoint: passive under seal done');
       } finally {
         // Pinning rule 2: never leave the seal without a pin.
         try {
@@ -570,6 +566,10 @@ export class PrimaryNamespace {
         }
       }
     });
+    this.#logger.debug(
+      { ns: this.name, bulkFrames: bulk.checkpointed, totalMs: Math.round(performance.now() - started), sealedMs: Math.round(performance.now() - sealedAt) },
+      'checkpoint: WAL copied under the seal; SQLite may restart it',
+    );
     this.#framesSinceCheckpoint = 0;
     if (truncate && this.#state === 'running') {
       const r = await run(this.path, 'TRUNCATE');
