@@ -83,6 +83,11 @@ describe('chaos proxy between replica and primary', () => {
       proxy.throttle(2 * 1024 * 1024);
       await runWriter({ db }, { mode: 'load', txns: 1, rowsPerTxn: 2000, payloadBytes: 3000, ratePerSec: 0 });
       await new Promise((r) => setTimeout(r, 400));
+      // Mid-transaction: the primary sees the replica behind, with the big seq sent and unacknowledged.
+      const lag = ((await primary.get('/v1/status')).body['replicas'] as { namespaces: { lagSeqs: number; lagBytes: number; lagMs: number }[] }[])[0]!.namespaces[0]!;
+      expect(lag.lagSeqs).toBeGreaterThanOrEqual(1);
+      expect(lag.lagBytes).toBeGreaterThan(1_000_000);
+      expect(lag.lagMs).toBeGreaterThan(100);
       proxy.cut();
       proxy.throttle(0);
       proxy.delay(20);

@@ -74,6 +74,12 @@ export interface ReplicaNamespaceStatus {
   readonly sentSeq: number;
   readonly ackedAt: number | null;
   readonly bytesSent: number;
+  /** Primary head seq minus the replica's applied seq. */
+  readonly lagSeqs: number;
+  /** Page bytes sent but not yet acknowledged as applied. */
+  readonly lagBytes: number;
+  /** Age of the oldest commit sent and not yet acknowledged (0 when caught up). */
+  readonly lagMs: number;
 }
 
 export interface SessionStatus {
@@ -156,15 +162,22 @@ export class ReplicaSession {
       state: this.#state,
       connectedAt: this.connectedAt,
       version: this.#version,
-      namespaces: [...this.#streams.values()].map((s) => ({
-        ns: s.ns.name,
-        mode: s.mode,
-        appliedSeq: s.appliedSeq,
-        durableSeq: s.durableSeq,
-        sentSeq: s.sender?.stats.sentSeq ?? 0,
-        ackedAt: s.ackedAt,
-        bytesSent: (s.sender?.stats.bytes ?? 0) + s.snapshotBytes,
-      })),
+      namespaces: [...this.#streams.values()].map((s) => {
+        const stats = s.sender?.stats;
+        const oldest = stats?.oldestUnackedCommitTime ?? null;
+        return {
+          ns: s.ns.name,
+          mode: s.mode,
+          appliedSeq: s.appliedSeq,
+          durableSeq: s.durableSeq,
+          sentSeq: stats?.sentSeq ?? 0,
+          ackedAt: s.ackedAt,
+          bytesSent: (stats?.bytes ?? 0) + s.snapshotBytes,
+          lagSeqs: Math.max(0, s.ns.log.headSeq() - s.appliedSeq),
+          lagBytes: stats?.unackedBytes ?? 0,
+          lagMs: oldest === null ? 0 : Math.max(0, Date.now() - oldest),
+        };
+      }),
     };
   }
 
@@ -207,6 +220,7 @@ export class ReplicaSession {
         s.appliedSeq = Math.max(s.appliedSeq, m.appliedSeq);
         s.durableSeq = Math.max(s.durableSeq, m.durableSeq);
         s.ackedAt = Date.now();
+        s.sender?.acked(m.appliedSeq);
         this.#onAck(this, m.ns, m);
         return;
       }

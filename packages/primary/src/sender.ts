@@ -46,6 +46,10 @@ export interface SenderStats {
   readonly unflushedBytes: number;
   /** Since when the window has been full, or null. */
   readonly blockedSince: number | null;
+  /** Page bytes sent but not yet acknowledged as applied. */
+  readonly unackedBytes: number;
+  /** Commit time of the oldest seq sent but not yet acknowledged, or null. */
+  readonly oldestUnackedCommitTime: number | null;
 }
 
 /** Encoded-size overhead allowance per page (map keys, pgno, bin header). */
@@ -68,6 +72,9 @@ export class Sender {
   #bytes = 0;
   #stopped = false;
   #blockedSince: number | null = null;
+  /** Sent transactions not yet acknowledged, in seq order (bounded by the send window and the replica's queue). */
+  readonly #unacked: { readonly seq: number; readonly commitTime: number; readonly bytes: number }[] = [];
+  #unackedBytes = 0;
   #drained: (() => void) | null = null;
   #failure: Error | null = null;
   readonly #stopSignal: Promise<void>;
@@ -99,7 +106,27 @@ export class Sender {
   }
 
   get stats(): SenderStats {
-    return { sentSeq: this.#next - 1, messages: this.#messages, bytes: this.#bytes, unflushedBytes: this.#unflushed, blockedSince: this.#blockedSince };
+    return {
+      sentSeq: this.#next - 1,
+      messages: this.#messages,
+      bytes: this.#bytes,
+      unflushedBytes: this.#unflushed,
+      blockedSince: this.#blockedSince,
+      unackedBytes: this.#unackedBytes,
+      oldestUnackedCommitTime: this.#unacked[0]?.commitTime ?? null,
+    };
+  }
+
+  /** The replica acknowledged every seq up to `appliedSeq` as applied. */
+  acked(appliedSeq: number): void {
+    while (this.#unacked.length > 0 && this.#unacked[0]!.seq <= appliedSeq) this.#unackedBytes -= this.#unacked.shift()!.bytes;
+  }
+
+  #sent(txn: Txn): void {
+    let bytes = 0;
+    for (const p of txn.pages) bytes += p.data.length;
+    this.#unacked.push({ seq: txn.seq, commitTime: txn.commitTime, bytes });
+    this.#unackedBytes += bytes;
   }
 
   /** Ends run() at the next step; the session calls this when the socket closes. */
@@ -134,6 +161,7 @@ export class Sender {
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return;
       await this.#emit({ type: MessageType.TXN, ns: this.ns, generation: this.#generation, txns: batch });
+      for (const t of batch) this.#sent(t);
       batch = [];
       batchPages = 0;
     };
@@ -146,6 +174,7 @@ export class Sender {
           if (txn.pages.length > pageBudget) {
             await flush();
             await this.#sendParts(txn, pageBudget);
+            this.#sent(txn);
           } else {
             if (batchPages + txn.pages.length > pageBudget || batch.length >= this.#limits.maxTxnsPerMessage) await flush();
             batch.push(txn);
