@@ -305,11 +305,16 @@ export class PrimaryNamespace {
           this.#sealedPin = false;
           await this.#ingest(await this.#tailer.repin());
         }
-        if (read.commits.length >= BUSY_COMMITS && this.#dirty) {
-          // Under load, wait a moment before the next read, so that reads,
-          // log writes and fdatasyncs come in bigger groups and leave CPU to
-          // the writers. A lone commit is read at once (low latency).
+        if (read.commits.length >= BUSY_COMMITS) {
+          // Under load, read again after a short delay (the one-shot watch
+          // stays disarmed meanwhile), so that reads, log writes and
+          // fdatasyncs come in bigger groups and leave CPU to the writers.
           await sleep(this.#options.busyReadDelayMs);
+          this.#dirty = true;
+        } else if (!this.#dirty && this.#tailer.armWatch()) {
+          // Caught up: watch again, and read once more for a commit made
+          // before the watch was armed.
+          this.#dirty = true;
         }
       } while (this.#dirty);
     })

@@ -98,6 +98,7 @@ export class WalTailer {
   #stall: { offset: number; since: number } | undefined;
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #onChange: (() => void) | undefined;
   #closed = false;
 
   constructor(control: Database.Database, options: WalTailerOptions) {
@@ -126,26 +127,39 @@ export class WalTailer {
 
   /**
    * Calls `onChange` on fs.watch events on the WAL and every `pollMs`. The
-   * watch stays armed for the tailer's life: re-creating an inotify watch on
-   * the same file after closing one was seen to leave the new one silent
-   * now and then, which would fall back to the polling interval. The kernel
-   * merges identical unread events, so a busy writer costs about one
-   * callback per event-loop turn here (and one kernel event per write to the
-   * writer: the main cost the daemon adds to a writer, measured in
-   * docs/benchmarks.md).
+   * watch is one-shot: an event disarms it, and the caller re-arms it with
+   * `armWatch` when it has caught up. A busy writer would otherwise pay a
+   * kernel inotify event per write and wake this process for each; while
+   * the caller is catching up it reads on its own schedule instead.
    */
   watch(pollMs: number, onChange: () => void): void {
+    this.#onChange = onChange;
     this.#timer = setInterval(onChange, pollMs);
     this.#timer.unref();
+    this.armWatch();
+  }
+
+  /** Arms the watch; true when it was not armed (the caller reads once more to cover the gap). */
+  armWatch(): boolean {
+    if (this.#watcher !== undefined || this.#closed || this.#onChange === undefined) return false;
+    const onChange = this.#onChange;
     try {
-      this.#watcher = watch(this.#walPath, { persistent: false }, () => onChange());
-      this.#watcher.on('error', () => {
-        this.#watcher?.close();
-        this.#watcher = undefined;
+      const watcher = watch(this.#walPath, { persistent: false }, () => {
+        this.#disarmWatch();
+        onChange();
       });
+      watcher.on('error', () => this.#disarmWatch());
+      this.#watcher = watcher;
+      return true;
     } catch {
       // Missing WAL: the polling fallback covers it.
+      return false;
     }
+  }
+
+  #disarmWatch(): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
   }
 
   /**
@@ -379,8 +393,7 @@ export class WalTailer {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
-    this.#watcher?.close();
-    this.#watcher = undefined;
+    this.#disarmWatch();
     if (this.#sealed) this.unseal();
     this.#endPin(0);
     this.#endPin(1);
