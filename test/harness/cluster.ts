@@ -22,7 +22,8 @@ export interface DaemonProcess {
 }
 
 async function start(cli: string, args: readonly string[], env: Record<string, string>, listening: RegExp): Promise<DaemonProcess> {
-  const child = new Child(process.execPath, [cli, ...args, '--log-level', env['LOG_LEVEL'] ?? 'info', '--no-log-pretty'], {
+  const level = args.includes('--log-level') ? [] : ['--log-level', 'info'];
+  const child = new Child(process.execPath, [cli, ...args, ...level, '--no-log-pretty'], {
     env: { WALWIRE_TOKEN: TEST_TOKEN, ...env },
   });
   const line = await child.waitForLine(listening, 30_000);

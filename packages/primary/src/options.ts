@@ -120,6 +120,13 @@ export interface PrimaryLimits {
    * @default 67108864 (64 MiB)
    */
   readonly segmentBytes: number;
+  /**
+   * A bootstrap rolls the snapshot image forward to the log head only when
+   * the log holds at least this many seqs after the image; otherwise the
+   * replica installs the image and streams the rest from the log.
+   * @default 10000
+   */
+  readonly snapshotAdvanceSeqs: number;
 }
 
 export interface PrimaryOptions extends Partial<PrimaryLimits> {
@@ -148,6 +155,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   walStallTimeoutMs: 5000,
   namespaceRetryMs: 1000,
   segmentBytes: 64 * 1024 * 1024,
+  snapshotAdvanceSeqs: 10_000,
 });
 
 export interface ResolvedPrimaryOptions extends PrimaryLimits {
@@ -206,5 +214,6 @@ export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryO
   checkIntegerOption('walStallTimeoutMs', limits.walStallTimeoutMs, 1, 3_600_000);
   checkIntegerOption('namespaceRetryMs', limits.namespaceRetryMs, 1, 3_600_000);
   checkIntegerOption('segmentBytes', limits.segmentBytes, 64 * 1024, 64 * 1024 * MiB);
+  checkIntegerOption('snapshotAdvanceSeqs', limits.snapshotAdvanceSeqs, 0, Number.MAX_SAFE_INTEGER);
   return Object.freeze({ ...limits, dataDir: options.dataDir, namespaces });
 }

@@ -7,6 +7,7 @@
  *   GET /v1/status               namespaces (head, generation, checkpoints) and connected replicas
  *   GET /v1/namespaces/:ns/head  {generation, seq, checksum}: the seq of the latest commit,
  *                                for read-your-writes waits on a replica
+ * and the operations routes of PrimaryAdmin (integrity check, reset-replication, metrics).
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -25,6 +26,7 @@ import type { LogRecord } from './log-record.js';
 import type { PrimaryNamespace } from './namespace.js';
 import type { PrimaryOptions } from './options.js';
 import { Primary } from './primary.js';
+import { PrimaryAdmin } from './primary-admin.js';
 import type { ReplicaSession, StreamableNamespace } from './replica-session.js';
 import { ReplicationServer } from './replication-server.js';
 import type { LogSource } from './sender.js';
@@ -165,6 +167,8 @@ export class PrimaryDaemon {
     primary.on('record', ({ ns }) => d.#signal(ns).fire());
     primary.on('generation', ({ ns }) => d.#signal(ns).fire());
     server.route((req, res) => d.#request(req, res));
+    const admin = new PrimaryAdmin(primary, server, logger);
+    server.route((req, res) => admin.handle(req, res));
     try {
       await server.listen();
     } catch (err) {
@@ -225,7 +229,7 @@ export class PrimaryDaemon {
       log,
       firstSeq: () => ns.log.firstSeq,
       checksumAt: (seq) => checksumAt(ns, seq),
-      openSnapshot: () => ns.openSnapshot(),
+      openSnapshot: (resume) => ns.openSnapshot(resume),
     };
   }
 

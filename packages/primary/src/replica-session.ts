@@ -39,6 +39,13 @@ import type { WebSocket } from 'ws';
 import { type LogSource, Sender } from './sender.js';
 import { type SnapshotSource, streamSnapshot } from './snapshot-sender.js';
 
+/** A snapshot a replica has partly staged: resume it from chunk `fromChunk`. */
+export interface SnapshotResume {
+  readonly generation: string;
+  readonly seq: number;
+  readonly fromChunk: number;
+}
+
 export type SessionState = 'awaiting-hello' | 'streaming' | 'closed';
 
 /** What a session needs from a primary namespace. */
@@ -51,8 +58,12 @@ export interface StreamableNamespace {
   checksumAt(seq: number): Promise<string | undefined>;
   /** Commit time of `seq` for lag in ms, or undefined. */
   commitTimeAt?(seq: number): number | undefined;
-  /** A consistent image of the database at some seq, for bootstrap. */
-  openSnapshot(): Promise<SnapshotSource>;
+  /**
+   * A consistent image of the database at some seq, for bootstrap. With
+   * `resume`, the image the replica partly staged is returned if it is still
+   * served, so the stream can continue from its next chunk.
+   */
+  openSnapshot(resume?: SnapshotResume): Promise<SnapshotSource>;
 }
 
 export interface SessionOptions {
@@ -100,6 +111,7 @@ interface NsStream {
   durableSeq: number;
   ackedAt: number | null;
   snapshotBytes: number;
+  snapshotting: boolean;
 }
 
 export class ReplicaSession {
@@ -227,9 +239,10 @@ export class ReplicaSession {
       case MessageType.SNAPSHOT_REQUEST: {
         const s = this.#streams.get(m.ns);
         if (s === undefined) throw new UnexpectedMessageError(`SNAPSHOT_REQUEST for namespace ${m.ns}, which this connection does not stream`);
-        this.#logger.warn({ ns: m.ns, reason: m.reason }, 'replica requested a snapshot');
+        if (s.snapshotting) throw new UnexpectedMessageError(`SNAPSHOT_REQUEST for ${m.ns} while its snapshot is streaming`);
+        this.#logger.info({ ns: m.ns, reason: m.reason, resume: m.generation === null ? null : `${m.generation}@${m.seq} from chunk ${m.fromChunk}` }, 'replica requested a snapshot');
         s.sender?.stop();
-        this.#startSnapshot(s, m.reason);
+        this.#startSnapshot(s, m.reason, m.generation === null ? undefined : { generation: m.generation, seq: m.seq, fromChunk: m.fromChunk });
         return;
       }
       default:
@@ -259,7 +272,7 @@ export class ReplicaSession {
         else if (expected !== p.checksum) reason = `checksum mismatch at seq ${p.appliedSeq}: replica ${String(p.checksum)}, primary ${expected}`;
       }
       const mode = reason === '' ? 'stream' : 'snapshot';
-      const s: NsStream = { ns, mode, sender: null, appliedSeq: p.appliedSeq, durableSeq: p.durableSeq, ackedAt: null, snapshotBytes: 0 };
+      const s: NsStream = { ns, mode, sender: null, appliedSeq: p.appliedSeq, durableSeq: p.durableSeq, ackedAt: null, snapshotBytes: 0, snapshotting: false };
       this.#streams.set(p.ns, s);
       welcome.push({ ns: p.ns, generation, headSeq: head, mode, reason });
       plans.push({ s, mode, reason, from: p.durableSeq + 1 });
@@ -267,10 +280,9 @@ export class ReplicaSession {
     }
     this.#send({ type: MessageType.WELCOME, version: this.#version, primaryId: this.#options.primaryId, namespaces: welcome });
     this.#logger.info({ replica: m.replicaId, version: this.#version, namespaces: welcome.map((w) => `${w.ns}:${w.mode}`) }, 'replica connected');
-    for (const plan of plans) {
-      if (plan.mode === 'snapshot') this.#startSnapshot(plan.s, plan.reason);
-      else this.#startSender(plan.s, plan.from);
-    }
+    // A namespace in snapshot mode waits for the replica's SNAPSHOT_REQUEST,
+    // which names any snapshot it has partly staged, so it can resume.
+    for (const plan of plans) if (plan.mode === 'stream') this.#startSender(plan.s, plan.from);
   }
 
   #startSender(s: NsStream, fromSeq: number): void {
@@ -299,12 +311,16 @@ export class ReplicaSession {
     );
   }
 
-  #startSnapshot(s: NsStream, reason: string): void {
+  #startSnapshot(s: NsStream, reason: string, resume?: SnapshotResume): void {
     s.mode = 'snapshot';
     s.sender = null;
+    s.snapshotting = true;
     void (async () => {
-      const source = await s.ns.openSnapshot();
+      const source = await s.ns.openSnapshot(resume);
+      // Resume only the very image the replica staged; anything else starts over.
+      const fromChunk = resume !== undefined && resume.generation === source.generation && resume.seq === source.seq ? resume.fromChunk : 0;
       const sent = await streamSnapshot({
+        fromChunk,
         ns: s.ns.name,
         source,
         sink: this.#frameSink(),
@@ -315,6 +331,7 @@ export class ReplicaSession {
         reason,
       });
       s.snapshotBytes += sent.bytes;
+      s.snapshotting = false;
       if (this.#state === 'closed') return;
       s.appliedSeq = source.seq;
       s.durableSeq = source.seq;

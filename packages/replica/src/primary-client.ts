@@ -49,7 +49,7 @@ import { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } 
 import { Receiver, type ReceiverSink } from './receiver.js';
 import type { Replica } from './replica.js';
 import type { ReplicaNamespace } from './replica-namespace.js';
-import { SnapshotInstaller } from './snapshot-installer.js';
+import { type BootstrapProgress, SnapshotInstaller, readStaging } from './snapshot-installer.js';
 
 export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
 
@@ -65,12 +65,16 @@ export interface ClientStatus {
   readonly paused: boolean;
   readonly framesReceived: number;
   readonly bytesReceived: number;
+  /** Bootstraps under way. */
+  readonly bootstrap: readonly BootstrapProgress[];
 }
 
 export interface ClientEvents {
   connected: [{ readonly version: number; readonly primaryId: string }];
   disconnected: [{ readonly code: number; readonly reason: string }];
   error: [WalwireError];
+  /** Snapshot transfer progress (a bootstrap is under way). */
+  bootstrap: [BootstrapProgress];
 }
 
 /** State of one WebSocket connection; a reconnect makes a new one. */
@@ -88,6 +92,8 @@ class Connection {
   lastSentAt = 0;
   lastProgressAt = Date.now();
   inFlightBytes = 0;
+  /** Snapshot chunks received and not yet staged durably. */
+  pendingChunks = 0;
   paused = false;
   welcomed = false;
   closing = false;
@@ -95,7 +101,6 @@ class Connection {
   constructor(
     readonly ws: WebSocket,
     readonly id: number,
-    readonly snapshots: SnapshotInstaller,
     receiver: (conn: Connection) => Receiver,
   ) {
     this.receiver = receiver(this);
@@ -107,6 +112,8 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
   readonly #replica: Replica;
   readonly #logger: Logger;
   readonly #backoff: Backoff;
+  /** Outlives connections: a bootstrap resumes from what it staged. */
+  readonly #snapshots: SnapshotInstaller;
   #replicaId = '';
   #state: ClientState = 'idle';
   #conn: Connection | null = null;
@@ -124,6 +131,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
     this.#replica = replica;
     this.#logger = (logger ?? silentLogger()).child({ component: 'client' });
     this.#backoff = new Backoff(this.options.reconnectBaseMs, this.options.reconnectMaxMs);
+    this.#snapshots = new SnapshotInstaller(replica, this.#logger, (p) => this.emit('bootstrap', p));
   }
 
   get status(): ClientStatus {
@@ -139,6 +147,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
       paused: c?.paused ?? false,
       framesReceived: this.#frames,
       bytesReceived: this.#bytes,
+      bootstrap: this.#snapshots.progress,
     };
   }
 
@@ -194,7 +203,6 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
     const conn = new Connection(
       ws,
       id,
-      new SnapshotInstaller(this.#replica, log),
       (c) => new Receiver({ limits: o.limits, sink: this.#sinkFor(c, log), namespaces: o.namespaces, maxTxnBytes: o.maxTxnBytes }),
     );
     this.#conn = conn;
@@ -243,7 +251,9 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         this.#state = 'streaming';
         this.#backoff.reset();
         for (const n of m.namespaces) {
-          if (n.mode === 'snapshot') log.info({ ns: n.ns, generation: n.generation, reason: n.reason }, 'primary requires a snapshot');
+          if (n.mode !== 'snapshot') continue;
+          log.info({ ns: n.ns, generation: n.generation, reason: n.reason }, 'primary requires a snapshot');
+          this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, n.reason), n.ns, log);
         }
         log.info({ version: m.version, primary: m.primaryId }, 'handshake complete');
         this.emit('connected', { version: m.version, primaryId: m.primaryId });
@@ -259,12 +269,22 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         const done = new Promise<void>((resolve) => (open = resolve));
         conn.gates.get(m.ns)?.open();
         conn.gates.set(m.ns, { done, open });
-        this.#track(conn, 0, conn.snapshots.begin(m), m.ns, log);
+        this.#track(conn, 0, this.#snapshots.begin(m), m.ns, log);
       },
-      snapshotChunk: (m) => this.#track(conn, m.data.length, conn.snapshots.chunk(m), m.ns, log),
+      snapshotChunk: (m) => {
+        // At most one chunk is held in memory beyond what is staged, so a
+        // crash costs at most that chunk again when the bootstrap resumes.
+        log.debug({ ns: m.ns, index: m.index, bytes: m.data.length }, 'snapshot chunk received');
+        conn.pendingChunks++;
+        const staged = this.#snapshots.chunk(m).finally(() => {
+          conn.pendingChunks--;
+          this.#maybeResume(conn);
+        });
+        this.#track(conn, m.data.length, staged, m.ns, log);
+      },
       snapshotEnd: (ns, generation, seq) => {
         const gate = conn.gates.get(ns);
-        const installed = conn.snapshots.end(ns, generation, seq);
+        const installed = this.#snapshots.end(ns, generation, seq);
         // Opened on failure too: the failure aborts the connection, and the
         // applies queued behind the gate then fail harmlessly or are skipped.
         void installed.finally(() => {
@@ -284,6 +304,20 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
     };
   }
 
+  /** Asks for a snapshot, naming the one partly staged (if any) so the primary can resume it. */
+  async #requestSnapshot(conn: Connection, ns: string, reason: string): Promise<void> {
+    const staged = await readStaging((await this.#namespace(ns)).dir);
+    const resume = staged !== null && staged.staged > 0 ? staged : null;
+    this.#send(conn, {
+      type: MessageType.SNAPSHOT_REQUEST,
+      ns,
+      reason: reason.slice(0, 1000) || 'bootstrap',
+      generation: resume?.manifest.generation ?? null,
+      seq: resume?.manifest.seq ?? 0,
+      fromChunk: resume?.staged ?? 0,
+    });
+  }
+
   #namespace(ns: string): Promise<ReplicaNamespace> {
     return this.#replica.namespace(ns);
   }
@@ -291,19 +325,16 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
   /** Follows one unit of apply work: in-flight accounting, progress, ACK, failures. */
   #track(conn: Connection, bytes: number, work: Promise<unknown>, ns: string, log: Logger): void {
     conn.inFlightBytes += bytes;
-    if (!conn.paused && conn.inFlightBytes > this.options.maxInFlightBytes) {
+    if (!conn.paused && (conn.inFlightBytes > this.options.maxInFlightBytes || conn.pendingChunks > 0)) {
       conn.paused = true;
       conn.ws.pause();
-      log.debug({ inFlightBytes: conn.inFlightBytes }, 'paused socket: apply queue full');
+      log.debug({ inFlightBytes: conn.inFlightBytes, pendingChunks: conn.pendingChunks }, 'paused socket: apply queue or snapshot staging full');
     }
     const done = work.then(
       () => {
         conn.inFlightBytes -= bytes;
         conn.lastProgressAt = Date.now();
-        if (conn.paused && conn.inFlightBytes <= this.options.maxInFlightBytes / 2) {
-          conn.paused = false;
-          conn.ws.resume();
-        }
+        this.#maybeResume(conn);
         this.#scheduleAck(ns);
       },
       (err: unknown) => {
@@ -321,6 +352,13 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
     );
     conn.pending.add(done);
     void done.finally(() => conn.pending.delete(done));
+  }
+
+  #maybeResume(conn: Connection): void {
+    if (conn.paused && conn.pendingChunks === 0 && conn.inFlightBytes <= this.options.maxInFlightBytes / 2) {
+      conn.paused = false;
+      conn.ws.resume();
+    }
   }
 
   #scheduleAck(ns: string): void {
@@ -417,7 +455,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
     conn.receiver.close();
     for (const t of conn.timers) clearTimeout(t);
     for (const t of conn.ackTimers.values()) clearTimeout(t);
-    conn.snapshots.abort();
+    this.#snapshots.abort();
     log.info({ code, reason }, 'disconnected');
     this.emit('disconnected', { code, reason });
     await Promise.allSettled(conn.pending);

@@ -41,37 +41,108 @@ interface Staging {
   readonly manifest: SnapshotBeginMessage;
   readonly dir: string;
   readonly image: FileHandle;
-  staged: number[];
+  /** Chunks staged durably: always the prefix 0..staged-1. */
+  staged: number;
+  /** Bytes received on this connection. */
   bytes: number;
   readonly startedAt: number;
+  lastReportAt: number;
+}
+
+/** Bootstrap progress of one namespace (logs, status, the CLI's progress bar). */
+export interface BootstrapProgress {
+  readonly ns: string;
+  readonly generation: string;
+  readonly seq: number;
+  readonly totalBytes: number;
+  readonly stagedBytes: number;
+  readonly percent: number;
+  /** Over this connection's part of the transfer. */
+  readonly bytesPerSec: number;
+  /** Estimated time to the end of the transfer, or null before any data. */
+  readonly etaMs: number | null;
+  readonly resumedFromChunk: number;
 }
 
 export const STAGING_DIR = 'staging';
 
+/** What a namespace has staged: the manifest and the number of chunks durably written. */
+export async function readStaging(nsDir: string): Promise<{ manifest: SnapshotBeginMessage; staged: number } | null> {
+  try {
+    const manifest = JSON.parse(await readFile(join(nsDir, STAGING_DIR, 'manifest.json'), 'utf8')) as SnapshotBeginMessage;
+    let staged = 0;
+    try {
+      const progress = JSON.parse(await readFile(join(nsDir, STAGING_DIR, 'progress.json'), 'utf8')) as { generation: string; seq: number; staged: number };
+      if (progress.generation === manifest.generation && progress.seq === manifest.seq) staged = progress.staged;
+    } catch {
+      // No chunk recorded yet.
+    }
+    return { manifest, staged };
+  } catch {
+    return null;
+  }
+}
+
+function sameSnapshot(a: SnapshotBeginMessage, b: SnapshotBeginMessage): boolean {
+  return (
+    a.generation === b.generation &&
+    a.seq === b.seq &&
+    a.checksum === b.checksum &&
+    a.pageSize === b.pageSize &&
+    a.pageCount === b.pageCount &&
+    a.chunkPages === b.chunkPages &&
+    a.chunkCrcs.length === b.chunkCrcs.length &&
+    a.chunkCrcs.every((c, i) => c === b.chunkCrcs[i])
+  );
+}
+
 export class SnapshotInstaller {
   readonly #replica: Replica;
   readonly #logger: Logger;
+  readonly #onProgress: (p: BootstrapProgress) => void;
   readonly #active = new Map<string, Promise<Staging>>();
+  readonly #progress = new Map<string, BootstrapProgress>();
 
-  constructor(replica: Replica, logger: Logger) {
+  constructor(replica: Replica, logger: Logger, onProgress: (p: BootstrapProgress) => void = () => {}) {
     this.#replica = replica;
     this.#logger = logger;
+    this.#onProgress = onProgress;
   }
 
-  /** SNAPSHOT_BEGIN: prepares the staging directory and records the manifest. */
+  /** Progress of the bootstraps under way. */
+  get progress(): readonly BootstrapProgress[] {
+    return [...this.#progress.values()];
+  }
+
+  /**
+   * SNAPSHOT_BEGIN: a fresh snapshot (fromChunk 0) replaces any staging; a
+   * resumed one (fromChunk > 0) must be the very snapshot staged, with at
+   * least fromChunk chunks durably written.
+   */
   begin(m: SnapshotBeginMessage): Promise<void> {
     const staging = (async (): Promise<Staging> => {
       const ns = await this.#replica.namespace(m.ns);
       const dir = join(ns.dir, STAGING_DIR);
-      if (m.fromChunk === 0) await rm(dir, { recursive: true, force: true });
-      await mkdir(dir, { recursive: true });
-      await writeFileDurable(join(dir, 'manifest.json'), JSON.stringify({ ...m, chunkCrcs: m.chunkCrcs }));
+      if (m.fromChunk > 0) {
+        const staged = await readStaging(ns.dir);
+        if (staged === null || !sameSnapshot(staged.manifest, m) || staged.staged < m.fromChunk) {
+          throw new UnexpectedMessageError(
+            `SNAPSHOT_BEGIN for ${m.ns} resumes ${m.generation}@${m.seq} at chunk ${m.fromChunk}, but the staging holds ${staged === null ? 'nothing' : `${staged.manifest.generation}@${staged.manifest.seq} with ${staged.staged} chunks`}`,
+          );
+        }
+      } else {
+        await rm(dir, { recursive: true, force: true });
+        await mkdir(dir, { recursive: true });
+        await writeFileDurable(join(dir, 'manifest.json'), JSON.stringify(m));
+      }
       const image = await open(join(dir, 'image'), m.fromChunk === 0 ? 'w+' : 'r+');
       this.#logger.info(
-        { ns: m.ns, generation: m.generation, seq: m.seq, pages: m.pageCount, bytes: m.pageCount * m.pageSize, fromChunk: m.fromChunk },
-        'snapshot started',
+        { ns: m.ns, generation: m.generation, seq: m.seq, pages: m.pageCount, bytes: m.pageCount * m.pageSize, chunks: m.chunkCrcs.length, fromChunk: m.fromChunk },
+        m.fromChunk > 0 ? 'bootstrap resumed' : 'bootstrap started',
       );
-      return { manifest: m, dir, image, staged: [], bytes: 0, startedAt: Date.now() };
+      const s: Staging = { manifest: m, dir, image, staged: m.fromChunk, bytes: 0, startedAt: Date.now(), lastReportAt: 0 };
+      this.#report(s, true);
+      return s;
     })();
     this.#active.set(m.ns, staging);
     return staging.then(() => undefined);
@@ -93,11 +164,13 @@ export class SnapshotInstaller {
       if (m.data.length !== expectedLength) {
         throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} has ${m.data.length} bytes, expected ${expectedLength}`);
       }
+      if (m.index !== s.staged) throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} out of order, expected ${s.staged}`);
       await s.image.write(m.data, 0, m.data.length, m.index * chunkBytes);
       await s.image.datasync();
-      s.staged.push(m.index);
+      s.staged = m.index + 1;
       s.bytes += m.data.length;
-      await writeFileDurable(join(s.dir, 'progress.json'), JSON.stringify({ generation: s.manifest.generation, seq: s.manifest.seq, staged: s.staged.length + s.manifest.fromChunk }));
+      await writeFileDurable(join(s.dir, 'progress.json'), JSON.stringify({ generation: s.manifest.generation, seq: s.manifest.seq, staged: s.staged }));
+      this.#report(s, false);
       return s;
     });
     this.#active.set(m.ns, next);
@@ -125,11 +198,40 @@ export class SnapshotInstaller {
       await namespace.installSnapshot({ generation, seq, checksum, pageSize: m.pageSize, pageCount: m.pageCount, imagePath });
       await rm(s.dir, { recursive: true, force: true });
       const ms = Date.now() - s.startedAt;
-      this.#logger.info({ ns, generation, seq, bytes: s.bytes, ms, mbPerSec: Math.round(s.bytes / 1000 / Math.max(1, ms)) }, 'snapshot installed');
+      this.#progress.delete(ns);
+      this.#logger.info({ ns, generation, seq, bytes: s.bytes, ms, mbPerSec: Math.round(s.bytes / 1000 / Math.max(1, ms)) }, 'bootstrap complete: snapshot installed');
       return s;
     });
     this.#active.delete(ns);
     return done.then(() => undefined);
+  }
+
+  /** Updates progress; logs it at most once a second (and at the start). */
+  #report(s: Staging, force: boolean): void {
+    const m = s.manifest;
+    const total = m.pageCount * m.pageSize;
+    const chunkBytes = m.chunkPages * m.pageSize;
+    const stagedBytes = Math.min(total, s.staged * chunkBytes);
+    const elapsed = Math.max(1, Date.now() - s.startedAt);
+    const bytesPerSec = (s.bytes * 1000) / elapsed;
+    const p: BootstrapProgress = {
+      ns: m.ns,
+      generation: m.generation,
+      seq: m.seq,
+      totalBytes: total,
+      stagedBytes,
+      percent: total === 0 ? 100 : Math.round((stagedBytes / total) * 1000) / 10,
+      bytesPerSec: Math.round(bytesPerSec),
+      etaMs: s.bytes === 0 ? null : Math.round(((total - stagedBytes) / bytesPerSec) * 1000),
+      resumedFromChunk: m.fromChunk,
+    };
+    this.#progress.set(m.ns, p);
+    this.#onProgress(p);
+    const now = Date.now();
+    if (force || now - s.lastReportAt >= 1000) {
+      s.lastReportAt = now;
+      this.#logger.info({ ...p, mbPerSec: Math.round(bytesPerSec / 1e5) / 10 }, 'bootstrap progress');
+    }
   }
 
   /** The connection ended: close staged files (progress stays on disk for a resume). */
@@ -154,13 +256,4 @@ export async function imageChecksum(path: string, pageSize: number): Promise<str
     carry = Buffer.from(data.subarray(whole));
   }
   return sum.value;
-}
-
-/** Reads a staged manifest, if any (used to resume a bootstrap). */
-export async function readStagedManifest(dir: string): Promise<SnapshotBeginMessage | null> {
-  try {
-    return JSON.parse(await readFile(join(dir, STAGING_DIR, 'manifest.json'), 'utf8')) as SnapshotBeginMessage;
-  } catch {
-    return null;
-  }
 }
