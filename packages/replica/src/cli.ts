@@ -33,6 +33,16 @@ async function main(): Promise<void> {
     ...(flags['tls-ca'] ? { tlsCaPath: flags['tls-ca'] as string } : {}),
     logger,
   });
+  if (process.stderr.isTTY) {
+    // A progress bar per bootstrapping namespace, redrawn in place on the terminal.
+    daemon.client.on('bootstrap', (p) => {
+      const width = 30;
+      const filled = Math.round((p.percent / 100) * width);
+      const eta = p.etaMs === null ? '?' : `${Math.ceil(p.etaMs / 1000)}s`;
+      const line = `bootstrap ${p.ns} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.percent.toFixed(1)}% ${(p.stagedBytes / 1e6).toFixed(1)}/${(p.totalBytes / 1e6).toFixed(1)} MB ${(p.bytesPerSec / 1e6).toFixed(1)} MB/s ETA ${eta}`;
+      process.stderr.write(`\r${line}\x1b[K${p.percent >= 100 ? '\n' : ''}`);
+    });
+  }
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
