@@ -201,16 +201,41 @@ export class PrimaryNamespace {
 
   /**
    * A consistent image for bootstrapping a replica: the newest snapshot
-   * image, first rolled forward to the log head (and verified against the
-   * head's checksum). Reads only immutable files, never the live database.
+   * image, rolled forward to the log head first when the log since it holds
+   * at least `snapshotAdvanceSeqs` seqs (and verified against the head's
+   * checksum). With `resume` naming the newest image, it is served as is.
+   * Reads only immutable files, never the live database.
    */
-  async openSnapshot(): Promise<SnapshotSource> {
+  async openSnapshot(resume?: { readonly generation: string; readonly seq: number }): Promise<SnapshotSource> {
     const head = this.#log.head;
     const latest = this.#snapshots.latest;
-    if (head !== undefined && latest !== undefined && latest.generation === this.#log.generation && head.seq > latest.seq) {
+    const resumable = resume !== undefined && latest !== undefined && resume.generation === latest.generation && resume.seq === latest.seq;
+    // The image is rolled forward only once the log since it is long: a
+    // replica that installs an older image streams the rest from the log, and
+    // a stable image lets interrupted bootstraps resume where they stopped.
+    if (
+      !resumable &&
+      head !== undefined &&
+      latest !== undefined &&
+      latest.generation === this.#log.generation &&
+      head.seq - latest.seq >= this.#options.snapshotAdvanceSeqs
+    ) {
       await this.#snapshots.advance(this.#log, head.seq, head.checksum);
     }
     return this.#snapshots.openReader();
+  }
+
+  /**
+   * Rolls the snapshot image forward to the log head (verified against its
+   * checksum) and returns its seq: retention may then drop log records at or
+   * below it.
+   */
+  async advanceSnapshot(): Promise<number> {
+    const head = this.#log.head;
+    const latest = this.#snapshots.latest;
+    if (head === undefined || latest === undefined || latest.generation !== this.#log.generation) return latest?.seq ?? 0;
+    if (head.seq > latest.seq) return (await this.#snapshots.advance(this.#log, head.seq, head.checksum)).seq;
+    return latest.seq;
   }
 
   get log(): ReplicationLog {
