@@ -40,6 +40,13 @@ async function main(): Promise<void> {
     heartbeatTimeoutMs: flags['heartbeat-timeout-ms'] as number,
     checkpointPages: flags['checkpoint-pages'] as number,
     walTruncateBytes: flags['wal-truncate-bytes'] as number,
+    segmentBytes: flags['segment-bytes'] as number,
+    retention: {
+      maxBytes: flags['retention-max-bytes'] as number,
+      maxAgeMs: flags['retention-max-age-ms'] as number,
+      replicaTtlMs: flags['replica-ttl-ms'] as number,
+      intervalMs: flags['retention-interval-ms'] as number,
+    },
     ...(flags['tls-cert'] ? { tlsCertPath: flags['tls-cert'] as string } : {}),
     ...(flags['tls-key'] ? { tlsKeyPath: flags['tls-key'] as string } : {}),
     logger,

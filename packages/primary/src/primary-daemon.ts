@@ -29,6 +29,7 @@ import { Primary } from './primary.js';
 import { PrimaryAdmin } from './primary-admin.js';
 import type { ReplicaSession, StreamableNamespace } from './replica-session.js';
 import { ReplicationServer } from './replication-server.js';
+import { DEFAULT_RETENTION, Retention, type RetentionOptions } from './retention.js';
 import type { LogSource } from './sender.js';
 
 export interface PrimaryDaemonOptions extends PrimaryOptions {
@@ -85,6 +86,8 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
    * @default a random id per process
    */
   readonly primaryId?: string;
+  /** Log retention; see RetentionOptions (retention.ts) for each default. */
+  readonly retention?: Partial<RetentionOptions>;
 }
 
 /** Wakes senders waiting for the next record of one namespace. */
@@ -105,13 +108,15 @@ class AppendSignal {
 export class PrimaryDaemon {
   readonly primary: Primary;
   readonly server: ReplicationServer;
+  readonly retention: Retention;
   readonly #logger: Logger;
   readonly #signals = new Map<string, AppendSignal>();
   readonly #startedAt = Date.now();
 
-  private constructor(primary: Primary, server: ReplicationServer, logger: Logger) {
+  private constructor(primary: Primary, server: ReplicationServer, retention: Retention, logger: Logger) {
     this.primary = primary;
     this.server = server;
+    this.retention = retention;
     this.#logger = logger;
   }
 
@@ -162,8 +167,25 @@ export class PrimaryDaemon {
       },
       logger,
     );
-    const d = new PrimaryDaemon(primary, server, logger);
+    const r = { ...DEFAULT_RETENTION, ...options.retention };
+    const retention = new Retention(
+      primary,
+      {
+        maxBytes: checkIntegerOption('retention.maxBytes', r.maxBytes, 0, Number.MAX_SAFE_INTEGER),
+        maxAgeMs: checkIntegerOption('retention.maxAgeMs', r.maxAgeMs, 0, Number.MAX_SAFE_INTEGER),
+        replicaTtlMs: checkIntegerOption('retention.replicaTtlMs', r.replicaTtlMs, 0, Number.MAX_SAFE_INTEGER),
+        intervalMs: checkIntegerOption('retention.intervalMs', r.intervalMs, 10, 86_400_000),
+      },
+      options.dataDir,
+      () =>
+        server.sessions.flatMap((s) =>
+          s.replicaId === null ? [] : s.namespaces.flatMap((n) => (n.mode === 'stream' ? [{ replicaId: s.replicaId!, ns: n.ns, generation: primary.head(n.ns).generation, durableSeq: n.durableSeq }] : [])),
+        ),
+      logger,
+    );
+    const d = new PrimaryDaemon(primary, server, retention, logger);
     holder.daemon = d;
+    retention.start();
     primary.on('record', ({ ns }) => d.#signal(ns).fire());
     primary.on('generation', ({ ns }) => d.#signal(ns).fire());
     server.route((req, res) => d.#request(req, res));
@@ -193,6 +215,7 @@ export class PrimaryDaemon {
   }
 
   async stop(): Promise<void> {
+    await this.retention.stop();
     await this.server.close();
     await this.primary.stop();
     for (const s of this.#signals.values()) s.fire();
@@ -236,6 +259,7 @@ export class PrimaryDaemon {
   /** Called for every ACK a replica sends. */
   onAck(session: ReplicaSession, ns: string, ack: AckMessage): void {
     this.#logger.trace({ replica: session.replicaId, ns, applied: ack.appliedSeq, durable: ack.durableSeq }, 'ack');
+    if (session.replicaId !== null) this.retention.noteAck({ replicaId: session.replicaId, ns, generation: ack.generation, durableSeq: ack.durableSeq });
   }
 
   async #request(req: IncomingMessage, res: ServerResponse): Promise<boolean> {

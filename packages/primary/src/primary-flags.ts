@@ -13,6 +13,11 @@ export const PRIMARY_FLAGS: readonly FlagSpec[] = [
   { name: 'heartbeat-timeout-ms', type: 'integer', description: 'A replica silent this long is disconnected.', default: 5000, min: 20 },
   { name: 'checkpoint-pages', type: 'integer', description: 'WAL frames logged before a PASSIVE checkpoint is scheduled.', default: 1000, min: 1 },
   { name: 'wal-truncate-bytes', type: 'integer', description: 'WAL size above which the checkpoint uses TRUNCATE.', default: 67108864, min: 0 },
+  { name: 'retention-max-bytes', type: 'integer', description: 'Most replication-log bytes kept per namespace; replicas further behind bootstrap.', default: 1073741824, min: 0 },
+  { name: 'retention-max-age-ms', type: 'integer', description: 'Log segments older than this are dropped; replicas further behind bootstrap.', default: 604800000, min: 0 },
+  { name: 'replica-ttl-ms', type: 'integer', description: 'A disconnected replica holds the log back for this long after it was last seen.', default: 3600000, min: 0 },
+  { name: 'retention-interval-ms', type: 'integer', description: 'Interval between retention passes.', default: 30000, min: 10 },
+  { name: 'segment-bytes', type: 'integer', description: 'Size at which the replication log starts a new segment (the unit of retention).', default: 67108864, min: 65536 },
   { name: 'log-level', type: 'string', description: 'pino level: trace, debug, info, warn, error.', default: 'info' },
   { name: 'log-pretty', type: 'boolean', description: 'Human-readable log lines instead of JSON.', defaultLabel: 'on when stdout is a terminal' },
 ];

@@ -156,6 +156,11 @@ export class ReplicationLog {
     return this.#segments[0]?.header.base;
   }
 
+  /** The segments, oldest first: where each starts, its size, and when it was created (retention). */
+  get segments(): readonly { readonly firstSeq: number; readonly bytes: number; readonly createdAt: number }[] {
+    return this.#segments.map((s) => ({ firstSeq: s.header.firstSeq, bytes: s.size, createdAt: s.header.createdAt }));
+  }
+
   /** Seq the next append receives. */
   get nextSeq(): number {
     return this.#nextSeq;
