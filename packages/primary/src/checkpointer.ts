@@ -170,6 +170,26 @@ export class Checkpointer {
     };
   }
 
+  /**
+   * Runs one SQLite checkpoint now, outside the queue and its backoff
+   * accounting: reset-replication calls it while holding the namespace's
+   * write lock, so it must not wait behind other namespaces' jobs.
+   */
+  async runNow(path: string, mode: CheckpointMode): Promise<CheckpointResult> {
+    if (this.#closed) throw new ClosedError('checkpointer is closed');
+    let slot = this.#idle.pop();
+    if (slot === undefined || slot.dead) {
+      slot = new WorkerSlot();
+      this.#all.add(slot);
+    }
+    try {
+      return await slot.call({ op: 'checkpoint', path, mode, busyTimeoutMs: this.#options.busyTimeoutMs });
+    } finally {
+      if (slot.dead) this.#all.delete(slot);
+      else this.#idle.push(slot);
+    }
+  }
+
   /** Waits for every queued and running checkpoint, then stops the workers. */
   async close(): Promise<void> {
     this.#closed = true;

@@ -1,5 +1,5 @@
 export { Primary, type PrimaryEvents, type PrimaryStatus, type RecordEvent, type NamespaceErrorEvent, type DegradedEvent } from './primary.js';
-export { PrimaryNamespace, type Position, type GenerationEvent, type NamespaceStatus, type NamespaceState } from './namespace.js';
+export { PrimaryNamespace, type Position, type GenerationEvent, type NamespaceStatus, type NamespaceState, type ResetResult } from './namespace.js';
 export { DEFAULT_PRIMARY_LIMITS, resolvePrimaryOptions, type PrimaryOptions, type PrimaryLimits, type NamespaceConfig, type ResolvedPrimaryOptions } from './options.js';
 export { ReplicationLog, type ReplicationLogOptions, type GenerationStart, type LogRecovery } from './replication-log.js';
 export type { LogRecord, TxnRecord, BlobPutRecord, BlobDeleteRecord, WalPosition, RecordState, SegmentHeader } from './log-record.js';

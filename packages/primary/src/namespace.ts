@@ -13,7 +13,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
+  ClosedError,
   DatabaseChecksum,
+  DatabaseCorruptError,
   EMPTY_CHECKSUM,
   UnknownNamespaceError,
   WAL_FRAME_HEADER_BYTES,
@@ -24,7 +26,7 @@ import {
   type WalCommit,
   type WalScanState,
 } from '@walwire/protocol';
-import type { Logger } from '@walwire/runtime';
+import { checkIntegrity, failpointAsync, type Logger } from '@walwire/runtime';
 import type { CheckpointStatus, Checkpointer, RunCheckpoint } from './checkpointer.js';
 import { checksumDatabaseImage, databaseDescriptor } from './database-file.js';
 import { NO_WAL_POSITION, type LogRecord, type WalPosition } from './log-record.js';
@@ -66,6 +68,12 @@ export interface NamespaceStatus {
   readonly walBytes: number;
   readonly lastError: string | null;
   readonly checkpoint: CheckpointStatus | null;
+}
+
+export interface ResetResult {
+  readonly elapsedMs: number;
+  readonly generation: string;
+  readonly previous: string | null;
 }
 
 export interface NamespaceHooks {
@@ -120,6 +128,8 @@ export class PrimaryNamespace {
   #retryDelay: number;
   #emitNext = 1;
   readonly #ready = new Map<number, LogRecord>();
+  /** The reset-replication in progress (checkpoint jobs skip meanwhile). */
+  #resetting: Promise<ResetResult> | undefined;
 
   private constructor(
     name: string,
@@ -298,6 +308,104 @@ export class PrimaryNamespace {
       await this.#log.close();
       this.#control.close();
     });
+  }
+
+  /**
+   * reset-replication: starts a new generation from the live database file
+   * once SQLite has checkpointed and quick-checked it. Replicas of the old
+   * generation bootstrap again (their senders stop with generation-changed).
+   * Only this namespace's log segments and snapshot images are touched. A
+   * call while one runs joins it; a later call starts yet another generation
+   * (repeating is always safe).
+   *
+   * Steps, and what a kill -9 between them leaves behind:
+   * 1. seal (write lock), log what is new, drop the pins, PASSIVE checkpoint
+   *    in a worker, pin, unseal. A crash leaves the log intact; the restart
+   *    proves continuity and the old generation goes on.
+   * 2. quick_check on a read-only connection in a worker. Corruption (here
+   *    or in step 1) throws WALWIRE_ERR_DATABASE_CORRUPT and changes nothing.
+   *    Failpoint `primary.reset.after-check`.
+   * 3. remove the snapshot images. A crash leaves the old generation's log
+   *    without an image; the restart writes one at its head (#establish).
+   *    Failpoint `primary.reset.after-clear`.
+   * 4. #establish with a forced reason: a new generation's segment (the old
+   *    segments are unlinked only after it exists) and a fresh image. A
+   *    crash before the image is written is repaired at restart as in 3.
+   * From step 1 on the namespace mutex is held, so no tail read interleaves;
+   * checkpoint jobs return early while a reset runs, and the reset first
+   * waits for a running one (it takes the mutex and the seal itself).
+   */
+  resetReplication(): Promise<ResetResult> {
+    if (this.#resetting !== undefined) return this.#resetting;
+    if (this.#state !== 'running') {
+      return Promise.reject(new ClosedError(`namespace ${this.name} is ${this.#state}; reset-replication needs it running`));
+    }
+    const run = this.#reset().finally(() => {
+      this.#resetting = undefined;
+    });
+    this.#resetting = run;
+    return run;
+  }
+
+  async #reset(): Promise<ResetResult> {
+    const started = performance.now();
+    const previous = this.#log.generation ?? null;
+    this.#logger.info({ ns: this.name, generation: previous }, 'reset-replication started');
+    let cleared = false;
+    try {
+      while (this.#checkpointer.status(this.name)?.running === true) await sleep(2);
+      await this.#tailer.seal();
+      await this.#exclusive(async () => {
+        let copied: { log: number; checkpointed: number } | undefined;
+        try {
+          // What was committed before the seal goes to the old generation; a
+          // failed read is moot, since a new generation starts anyway.
+          await this.#tailer.readNew().then((r) => this.#ingest(r)).catch(() => undefined);
+          this.#tailer.releasePins();
+          copied = await this.#checkpointer.runNow(this.path, 'PASSIVE');
+        } catch (err) {
+          const code = (err as { code?: string }).code ?? '';
+          if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
+            throw new DatabaseCorruptError(
+              `reset-replication of ${this.name} refused: the checkpoint of ${this.path} failed with ${code}: ${(err as Error).message}. The database is corrupt; restore it from a backup. Nothing was changed and replication continues in generation ${String(previous)}`,
+            );
+          }
+          throw err;
+        } finally {
+          // Pinning rule 2: never leave the seal without a pin.
+          try {
+            this.#tailer.pinSealed();
+            this.#sealedPin = true;
+          } finally {
+            this.#tailer.unseal();
+          }
+        }
+        this.#framesSinceCheckpoint = 0;
+        const check = await checkIntegrity(this.path, { full: false });
+        if (!check.ok) {
+          throw new DatabaseCorruptError(
+            `reset-replication of ${this.name} refused: PRAGMA quick_check of ${this.path} failed: ${check.message.split('\n').slice(0, 5).join('; ')}. The database is corrupt; restore it from a backup. Nothing was changed and replication continues in generation ${String(previous)}`,
+          );
+        }
+        this.#logger.debug({ ns: this.name, walFrames: copied?.log, checkpointed: copied?.checkpointed }, 'reset-replication: checkpointed and quick-checked');
+        await failpointAsync('primary.reset.after-check');
+        cleared = true;
+        await this.#snapshots.clear();
+        await failpointAsync('primary.reset.after-clear');
+        await this.#establish('reset-replication requested by an operator');
+      });
+    } catch (err) {
+      const ms = Math.round(performance.now() - started);
+      this.#logger.error({ ns: this.name, ms, code: (err as { code?: string }).code, err: (err as Error).message }, 'reset-replication failed');
+      // Past step 3 the namespace may lack an image: fail it, so the retry
+      // loop establishes a generation with a fresh image.
+      if (cleared) this.#fail(err);
+      throw err;
+    }
+    const elapsedMs = performance.now() - started;
+    const generation = this.#log.generation ?? '';
+    this.#logger.info({ ns: this.name, generation, previous, ms: Math.round(elapsedMs) }, 'reset-replication finished');
+    return { elapsedMs, generation, previous };
   }
 
   // -------------------------------------------------------------------------
@@ -569,7 +677,7 @@ export class PrimaryNamespace {
    *    reports busy and is retried at the next checkpoint.
    */
   async #checkpoint(run: RunCheckpoint): Promise<void> {
-    if (this.#state !== 'running') return;
+    if (this.#state !== 'running' || this.#resetting !== undefined) return;
     const started = performance.now();
     await this.#exclusive(async () => this.#ingest(await this.#tailer.repin()));
     const bulk = await run(this.path, 'PASSIVE');

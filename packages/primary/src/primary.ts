@@ -13,7 +13,7 @@ import { ClosedError, UnknownNamespaceError } from '@walwire/protocol';
 import { silentLogger, type Logger } from '@walwire/runtime';
 import { Checkpointer } from './checkpointer.js';
 import type { BlobDeleteRecord, BlobPutRecord, LogRecord } from './log-record.js';
-import { PrimaryNamespace, type GenerationEvent, type NamespaceStatus, type Position } from './namespace.js';
+import { PrimaryNamespace, type GenerationEvent, type NamespaceStatus, type Position, type ResetResult } from './namespace.js';
 import { resolvePrimaryOptions, type PrimaryOptions, type ResolvedPrimaryOptions } from './options.js';
 
 export interface RecordEvent {
@@ -161,6 +161,14 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   /** Appends a blob-delete event as its own seq. */
   appendBlobDelete(name: string, blobId: string): Promise<BlobDeleteRecord> {
     return this.namespace(name).appendBlobDelete(blobId) as Promise<BlobDeleteRecord>;
+  }
+
+  /**
+   * Starts a new generation of `name` from its live database (see
+   * PrimaryNamespace.resetReplication); other namespaces are untouched.
+   */
+  resetReplication(name: string): Promise<ResetResult> {
+    return this.namespace(name).resetReplication();
   }
 
   /** Retention: drops log segments entirely below `seq`. Returns segments removed. */

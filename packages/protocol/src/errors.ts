@@ -215,6 +215,15 @@ export class InternalError extends WalwireError {
   override readonly code = 'WALWIRE_ERR_INTERNAL' as const;
 }
 
+/**
+ * SQLite reports the database itself as corrupt (a checkpoint or an
+ * integrity check failed); the message says what failed and what to do.
+ */
+export class DatabaseCorruptError extends WalwireError {
+  override readonly name = 'DatabaseCorruptError' as const;
+  override readonly code = 'WALWIRE_ERR_DATABASE_CORRUPT' as const;
+}
+
 type ErrorClass = new (message: string) => WalwireError;
 
 /**
@@ -250,6 +259,7 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       InvalidTxnError,
       CursorCorruptError,
       ApplyFailedError,
+      DatabaseCorruptError,
     ] as ErrorClass[]
   ).map((C) => [new C('').code, C]),
 );

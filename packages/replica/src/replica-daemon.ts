@@ -8,6 +8,7 @@
  *   GET /v1/status                               positions, connection, apply stats
  *   GET /v1/namespaces/:ns/wait?seq=N&timeoutMs=T  200 with the position once seq N is
  *        applied; 504 WALWIRE_ERR_TIMEOUT after T ms; 404 for an unknown namespace
+ * and the operations routes of ReplicaAdmin (integrity check, metrics).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,6 +17,7 @@ import { type Logger, matchRoute, requireToken, sendFailure, sendJson, silentLog
 import type { ClientOptions } from './client-options.js';
 import { ReplicationClient } from './primary-client.js';
 import { Replica } from './replica.js';
+import { ReplicaAdmin } from './replica-admin.js';
 import type { ReplicaOptions } from './options.js';
 import type { ReplicaPosition } from './replica-namespace.js';
 
@@ -40,10 +42,12 @@ export class ReplicaDaemon {
   readonly #logger: Logger;
   readonly #token: string;
   readonly #startedAt = Date.now();
+  readonly #admin: ReplicaAdmin;
 
   private constructor(replica: Replica, client: ReplicationClient, token: string, logger: Logger) {
     this.replica = replica;
     this.client = client;
+    this.#admin = new ReplicaAdmin(replica, client, logger);
     this.#token = token;
     this.#logger = logger;
     this.#http = createServer((req, res) => void this.#request(req, res));
@@ -128,6 +132,7 @@ export class ReplicaDaemon {
   async #request(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       if (!requireToken(req, res, this.#token)) return;
+      if (await this.#admin.handle(req, res)) return;
       const url = new URL(req.url ?? '/', 'http://x');
       if (req.method === 'GET' && url.pathname === '/v1/status') return sendJson(res, 200, await this.status());
       const wait = matchRoute('/v1/namespaces/:ns/wait', url.pathname);

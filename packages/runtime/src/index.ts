@@ -5,3 +5,5 @@ export * from './cli-flags.js';
 export * from './auth.js';
 export * from './backoff.js';
 export * from './http.js';
+export * from './integrity.js';
+export * from './metrics.js';
