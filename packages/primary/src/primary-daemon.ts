@@ -205,12 +205,37 @@ export class PrimaryDaemon {
     return this.server.address!;
   }
 
+  /**
+   * Per namespace: its head, degraded flag (checkpoints failing) and the
+   * replicas streaming it with their acknowledged positions and lag; then
+   * every connection as the server sees it.
+   */
   status(): Record<string, unknown> {
+    const sessions = this.server.sessions;
     return {
       role: 'primary',
       uptimeMs: Date.now() - this.#startedAt,
-      namespaces: this.primary.status().namespaces.map((n) => ({ role: 'primary', ...n })),
-      replicas: this.server.sessions,
+      namespaces: this.primary.status().namespaces.map((n) => ({
+        role: 'primary',
+        ...n,
+        head: n.generation === null ? null : { generation: n.generation, seq: n.headSeq, checksum: n.checksum },
+        degraded: n.state !== 'running' || n.checkpoint?.degraded === true,
+        replicas: sessions.flatMap((s) =>
+          s.namespaces
+            .filter((r) => r.ns === n.name)
+            .map((r) => ({
+              replica: s.replicaId,
+              conn: s.id,
+              mode: r.mode,
+              appliedSeq: r.appliedSeq,
+              durableSeq: r.durableSeq,
+              lagSeqs: r.lagSeqs,
+              lagBytes: r.lagBytes,
+              lagMs: r.lagMs,
+            })),
+        ),
+      })),
+      replicas: sessions,
     };
   }
 

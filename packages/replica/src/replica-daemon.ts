@@ -115,9 +115,27 @@ export class ReplicaDaemon {
   /** Everything an operator needs at a glance. */
   async status(): Promise<Record<string, unknown>> {
     const namespaces = [];
+    const client = this.client.status;
     for (const name of this.replica.namespaceNames) {
       const ns = await this.replica.namespace(name);
-      namespaces.push({ role: 'replica', ...ns.status });
+      const st = ns.status;
+      const gapSeq = ns.durability.gapSeq;
+      namespaces.push({
+        role: 'replica',
+        ...st,
+        generation: st.position.generation,
+        appliedSeq: st.position.appliedSeq,
+        durableSeq: st.position.durableSeq,
+        // The replica cannot know the primary's head; the primary's status
+        // has the lag in seqs, bytes and ms. Here: what is received and not
+        // yet applied, and how long ago the last batch committed.
+        lag: { queuedTxns: st.queuedTxns, queuedBytes: st.queuedBytes, lastApplyAgeMs: st.lastApply ? Date.now() - st.lastApply.at : null },
+        degraded: st.state !== 'ready' || !client.connected,
+        diverged: st.diverged !== null,
+        gap: gapSeq !== null,
+        gapSeq,
+        bootstrap: client.bootstrap.find((b) => b.ns === name) ?? null,
+      });
     }
     return { role: 'replica', uptimeMs: Date.now() - this.#startedAt, connection: this.client.status, namespaces };
   }
