@@ -21,7 +21,7 @@ import {
   describe,
   resolveProtocolLimits,
 } from '@walwire/protocol';
-import { type Logger, matchRoute, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
+import { DaemonSentinel, type Logger, matchRoute, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
 import type { LogRecord } from './log-record.js';
 import type { PrimaryNamespace } from './namespace.js';
 import type { PrimaryOptions } from './options.js';
@@ -112,6 +112,8 @@ export class PrimaryDaemon {
   readonly #logger: Logger;
   readonly #signals = new Map<string, AppendSignal>();
   readonly #startedAt = Date.now();
+  /** Present while running; removed by a clean stop (see runtime/sentinel.ts). */
+  #sentinel: DaemonSentinel | undefined;
 
   private constructor(primary: Primary, server: ReplicationServer, retention: Retention, logger: Logger) {
     this.primary = primary;
@@ -151,6 +153,10 @@ export class PrimaryDaemon {
       snapshotChunkBytes: checkIntegerOption('snapshotChunkBytes', options.snapshotChunkBytes ?? 1024 * 1024, 4096, limits.maxChunkBytes),
       primaryId: options.primaryId ?? `primary-${randomBytes(6).toString('hex')}`,
     };
+    const sentinel = await DaemonSentinel.acquire(options.dataDir, 'walwire-primary');
+    if (sentinel.unclean) {
+      logger.warn({ previous: sentinel.previous, sentinel: sentinel.path }, 'unclean shutdown detected: verifying replication logs and positions');
+    }
     const primary = await Primary.start({ ...options, logger });
     // The server calls back into the daemon, which needs the server: tie the knot through a holder.
     const holder: { daemon?: PrimaryDaemon } = {};
@@ -185,6 +191,8 @@ export class PrimaryDaemon {
     );
     const d = new PrimaryDaemon(primary, server, retention, logger);
     holder.daemon = d;
+    d.#sentinel = sentinel;
+    if (sentinel.unclean) d.#reportRecovery();
     retention.start();
     primary.on('record', ({ ns }) => d.#signal(ns).fire());
     primary.on('generation', ({ ns }) => d.#signal(ns).fire());
@@ -244,6 +252,24 @@ export class PrimaryDaemon {
     await this.server.close();
     await this.primary.stop();
     for (const s of this.#signals.values()) s.fire();
+    await this.#sentinel?.release();
+  }
+
+  /**
+   * After an unclean shutdown: what start-up verification did per namespace
+   * (each log's tail was verified and torn records cut, the position was
+   * re-established against the database by checksum).
+   */
+  #reportRecovery(): void {
+    const namespaces = this.primary.namespaces().map((name) => {
+      try {
+        const ns = this.primary.namespace(name);
+        return { ns: name, state: ns.state, ...ns.head(), log: ns.log.recovery };
+      } catch (err) {
+        return { ns: name, state: 'failed', err: (err as Error).message };
+      }
+    });
+    this.#logger.warn({ namespaces }, 'recovered after unclean shutdown: logs verified, positions re-established');
   }
 
   #signal(ns: string): AppendSignal {

@@ -13,7 +13,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InvalidOptionError, NotFoundError, TimeoutError, checkIntegerOption, describe } from '@walwire/protocol';
-import { type Logger, matchRoute, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
+import { DaemonSentinel, type Logger, matchRoute, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
 import type { ClientOptions } from './client-options.js';
 import { ReplicationClient } from './primary-client.js';
 import { Replica } from './replica.js';
@@ -43,6 +43,8 @@ export class ReplicaDaemon {
   readonly #token: string;
   readonly #startedAt = Date.now();
   readonly #admin: ReplicaAdmin;
+  /** Present while running; removed by a clean stop (see runtime/sentinel.ts). */
+  #sentinel: DaemonSentinel | undefined;
 
   private constructor(replica: Replica, client: ReplicationClient, token: string, logger: Logger) {
     this.replica = replica;
@@ -60,8 +62,13 @@ export class ReplicaDaemon {
     const httpHost = options.httpHost ?? '127.0.0.1';
     if (typeof httpHost !== 'string' || httpHost === '') throw new InvalidOptionError(`option httpHost must be a host name or address, received ${describe(httpHost)}`);
     const replica = await Replica.open({ ...options, logger });
+    const sentinel = await DaemonSentinel.acquire(replica.options.dataDir, 'walwire-replica');
+    if (sentinel.unclean) {
+      logger.warn({ previous: sentinel.previous, sentinel: sentinel.path }, 'unclean shutdown detected: verifying databases, journals and cursors');
+    }
     const client = new ReplicationClient(replica, options, logger);
     const daemon = new ReplicaDaemon(replica, client, options.token, logger);
+    daemon.#sentinel = sentinel;
     try {
       await new Promise<void>((resolve, reject) => {
         daemon.#http.once('error', reject);
@@ -72,6 +79,7 @@ export class ReplicaDaemon {
       await daemon.stop();
       throw err;
     }
+    if (sentinel.unclean) await daemon.#reportRecovery();
     const address = daemon.httpAddress;
     logger.info({ host: address.address, port: address.port, primary: options.url, namespaces: client.options.namespaces }, 'replica http listening');
     return daemon;
@@ -145,6 +153,21 @@ export class ReplicaDaemon {
     this.#http.closeAllConnections?.();
     await new Promise<void>((resolve) => this.#http.close(() => resolve()));
     await this.replica.close();
+    await this.#sentinel?.release();
+  }
+
+  /**
+   * After an unclean shutdown: what opening each namespace did (a hot
+   * journal rolled back, the database checksum verified against the cursor,
+   * and the decision taken).
+   */
+  async #reportRecovery(): Promise<void> {
+    const namespaces = [];
+    for (const name of this.replica.namespaceNames) {
+      const st = (await this.replica.namespace(name)).status;
+      namespaces.push({ ns: name, state: st.state, ...st.position, ...st.startup });
+    }
+    this.#logger.warn({ namespaces }, 'recovered after unclean shutdown: journals rolled back, databases verified against their cursors');
   }
 
   async #request(req: IncomingMessage, res: ServerResponse): Promise<void> {

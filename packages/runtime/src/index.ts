@@ -7,3 +7,4 @@ export * from './backoff.js';
 export * from './http.js';
 export * from './integrity.js';
 export * from './metrics.js';
+export * from './sentinel.js';
