@@ -2,6 +2,7 @@ import type { Benchmark } from './lib.js';
 import { formatBenchmarks } from './format-suite.js';
 import { replicaBenchmarks } from './replica-suite.js';
 import { primaryBenchmarks } from './primary-suite.js';
+import { streamingBenchmarks } from './streaming-suite.js';
 
 /** Every suite `npm run bench` runs, in order. Add new suites here. */
-export const SUITES: readonly Benchmark[] = [formatBenchmarks, replicaBenchmarks, primaryBenchmarks];
+export const SUITES: readonly Benchmark[] = [formatBenchmarks, replicaBenchmarks, primaryBenchmarks, streamingBenchmarks];

@@ -1,0 +1,86 @@
+/**
+ * Writer process for the streaming benchmarks (spawned by streaming-suite.ts).
+ * argv[2]: JSON spec, one of
+ * - { mode: 'rows', db, table, ratePerSec, seconds, padBytes }: commits one
+ *   row per transaction at ratePerSec (0 = as fast as it can) for `seconds`,
+ *   then one last row with last = 1. Each row holds its commit time `t`
+ *   (CLOCK_MONOTONIC in ms, process.hrtime, shared by every process on the
+ *   machine), taken right before the autocommit INSERT runs.
+ * - { mode: 'bulk', db, mbPerSec, seconds, rowBytes, ringRows }: replaces
+ *   rows of a ring of `ringRows` rows with fresh `rowBytes` blobs, paced to
+ *   mbPerSec of row bytes, so the WAL sees that rate of page writes while the
+ *   database stays the size of the ring.
+ * Prints one JSON line: { commits, elapsedMs, bytes }.
+ */
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+
+interface RowsSpec {
+  readonly mode: 'rows';
+  readonly db: string;
+  readonly table: string;
+  readonly ratePerSec: number;
+  readonly seconds: number;
+  readonly padBytes: number;
+}
+
+interface BulkSpec {
+  readonly mode: 'bulk';
+  readonly db: string;
+  readonly mbPerSec: number;
+  readonly seconds: number;
+  readonly rowBytes: number;
+  readonly ringRows: number;
+}
+
+const spec = JSON.parse(process.argv[2] ?? '{}') as RowsSpec | BulkSpec;
+const db = new Database(spec.db, { timeout: 30_000 });
+db.pragma('journal_mode = WAL');
+const pause = new Int32Array(new SharedArrayBuffer(4));
+const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+/** Sleeps until `due` (performance.now() ms) without spinning; returns at once when late. */
+function sleepUntil(due: number): void {
+  const wait = due - performance.now();
+  if (wait > 0) Atomics.wait(pause, 0, 0, wait);
+}
+
+function rows(s: RowsSpec): { commits: number; elapsedMs: number; bytes: number } {
+  const insert = db.prepare(`INSERT INTO ${s.table}(t, last, pad) VALUES (?, ?, ?)`);
+  const pad = randomBytes(s.padBytes);
+  const start = performance.now();
+  const end = start + s.seconds * 1000;
+  const count = s.ratePerSec > 0 ? Math.round(s.ratePerSec * s.seconds) : Number.POSITIVE_INFINITY;
+  let commits = 0;
+  while (commits < count && performance.now() < end + (s.ratePerSec > 0 ? 60_000 : 0)) {
+    insert.run(nowMs(), 0, pad);
+    commits++;
+    if (s.ratePerSec > 0) sleepUntil(start + (commits * 1000) / s.ratePerSec);
+  }
+  insert.run(nowMs(), 1, pad);
+  commits++;
+  return { commits, elapsedMs: performance.now() - start, bytes: commits * s.padBytes };
+}
+
+function bulk(s: BulkSpec): { commits: number; elapsedMs: number; bytes: number } {
+  db.exec('CREATE TABLE IF NOT EXISTS big(id INTEGER PRIMARY KEY, b BLOB)');
+  const put = db.prepare('INSERT OR REPLACE INTO big(id, b) VALUES (?, ?)');
+  // A pool of random bytes; each row is a slice at a random offset, so no two
+  // rows carry the same pages and nothing compresses.
+  const pool = randomBytes(16 * 1024 * 1024 + s.rowBytes);
+  const bytesPerMs = (s.mbPerSec * 1e6) / 1000;
+  const start = performance.now();
+  const end = start + s.seconds * 1000;
+  let commits = 0;
+  while (performance.now() < end) {
+    const at = Math.floor(Math.random() * (pool.length - s.rowBytes));
+    put.run(commits % s.ringRows, pool.subarray(at, at + s.rowBytes));
+    commits++;
+    sleepUntil(start + (commits * s.rowBytes) / bytesPerMs);
+  }
+  return { commits, elapsedMs: performance.now() - start, bytes: commits * s.rowBytes };
+}
+
+const result = spec.mode === 'rows' ? rows(spec) : bulk(spec);
+db.close();
+process.stdout.write(`${JSON.stringify(result)}\n`);
