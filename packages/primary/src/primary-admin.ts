@@ -5,12 +5,15 @@
  *   POST /v1/namespaces/:ns/integrity-check  {full?: boolean} → {ok, message, check}
  *   POST /v1/namespaces/:ns/reset-replication                → {ns, elapsed_ms, generation, previous}
  *   GET  /metrics                                            Prometheus text format 0.0.4
+ *   POST /v1/namespaces  {name, path, create?}               → 201 {ns, generation, seq, checksum}
+ *   DELETE /v1/namespaces/:ns                                → {ns, deleted: true}
  *
  * Metrics are counted from Primary events (records, generations) and read
  * at scrape time from the status of namespaces, checkpoints and replica
  * sessions, so /metrics and /v1/status never disagree.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { InvalidOptionError, describe } from '@walwire/protocol';
 import { type Histogram, type Logger, METRICS_CONTENT_TYPE, MetricsRegistry, type Sample, checkIntegrity, matchRoute, parseIntegrityBody, readJsonBody, sendFailure, sendJson } from '@walwire/runtime';
 import type { Primary } from './primary.js';
 import type { ReplicationServer } from './replication-server.js';
@@ -22,11 +25,13 @@ export class PrimaryAdmin {
   readonly metrics = new MetricsRegistry();
   readonly #primary: Primary;
   readonly #resetSeconds: Histogram;
+  readonly #server: ReplicationServer;
   readonly #logger: Logger;
 
   constructor(primary: Primary, server: ReplicationServer, logger: Logger) {
     this.#primary = primary;
     this.#logger = logger;
+    this.#server = server;
     const m = this.metrics;
     const txns = m.counter('walwire_primary_txns_total', 'Committed SQLite transactions captured into the replication log.');
     const seqs = m.counter('walwire_primary_seqs_total', 'Seqs appended to the replication log (transaction groups and blob events).');
@@ -73,7 +78,26 @@ export class PrimaryAdmin {
         res.end(text);
         return true;
       }
+      if (req.method === 'DELETE') {
+        const del = matchRoute('/v1/namespaces/:ns', url.pathname);
+        if (!del) return false;
+        await this.#primary.removeNamespace(del['ns']!);
+        // Sessions streaming it end; their replicas reconnect without it
+        // once it is removed there too (remove it on replicas first).
+        this.#server.disconnectNamespace(del['ns']!, 'namespace deleted');
+        sendJson(res, 200, { ns: del['ns'], deleted: true });
+        return true;
+      }
       if (req.method !== 'POST') return false;
+      if (url.pathname === '/v1/namespaces') {
+        const body = await readJsonBody(req, 4096);
+        const name = body['name'];
+        if (typeof name !== 'string') throw new InvalidOptionError(`field name must be a namespace name, received ${describe(name)}`);
+        const head = await this.#primary.addNamespace(name, { path: body['path'] as string, ...(body['create'] === undefined ? {} : { create: body['create'] as boolean }) });
+        this.#logger.info({ ns: name, path: body['path'], generation: head.generation }, 'namespace created');
+        sendJson(res, 201, { ns: name, ...head });
+        return true;
+      }
       const integrity = matchRoute('/v1/namespaces/:ns/integrity-check', url.pathname);
       if (integrity) {
         const { full } = parseIntegrityBody(await readJsonBody(req, 4096));

@@ -9,12 +9,15 @@
  * order, after it is durable) and the `generation` event.
  */
 import { EventEmitter } from 'node:events';
-import { ClosedError, UnknownNamespaceError } from '@walwire/protocol';
-import { silentLogger, type Logger } from '@walwire/runtime';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ClosedError, InvalidOptionError, NamespaceExistsError, UnknownNamespaceError, assertNamespace, describe } from '@walwire/protocol';
+import { silentLogger, writeFileDurable, type Logger } from '@walwire/runtime';
 import { Checkpointer } from './checkpointer.js';
 import type { BlobDeleteRecord, BlobPutRecord, LogRecord } from './log-record.js';
 import { PrimaryNamespace, type GenerationEvent, type NamespaceStatus, type Position, type ResetResult } from './namespace.js';
-import { resolvePrimaryOptions, type PrimaryOptions, type ResolvedPrimaryOptions } from './options.js';
+import { resolvePrimaryOptions, type NamespaceConfig, type PrimaryOptions, type ResolvedPrimaryOptions } from './options.js';
 
 export interface RecordEvent {
   readonly ns: string;
@@ -42,6 +45,17 @@ export interface PrimaryEvents {
   /** A namespace's checkpoints became degraded or recovered. */
   degraded: [DegradedEvent];
 }
+
+/**
+ * `<dataDir>/namespaces.json`: namespaces created and deleted through the
+ * admin API, applied over the `namespaces` option at every start.
+ */
+interface RuntimeNamespaces {
+  readonly added: Record<string, Required<NamespaceConfig>>;
+  readonly removed: string[];
+}
+
+const RUNTIME_NAMESPACES_FILE = 'namespaces.json';
 
 export interface PrimaryStatus {
   readonly namespaces: readonly NamespaceStatus[];
@@ -95,6 +109,9 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   async start(): Promise<void> {
     if (this.#started) throw new ClosedError('primary was already started');
     this.#started = true;
+    const runtime = this.#runtimeNamespaces();
+    for (const name of runtime.removed) this.#configs.delete(name);
+    for (const [name, config] of Object.entries(runtime.added)) this.#configs.set(name, config);
     await Promise.all([...this.#options.namespaces.keys()].map((name) => this.#open(name)));
   }
 
@@ -122,9 +139,84 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     }
   }
 
+  /** The namespace configurations (the option's, plus runtime changes); PrimaryNamespace.open reads them too. */
+  get #configs(): Map<string, Required<NamespaceConfig>> {
+    return this.#options.namespaces as Map<string, Required<NamespaceConfig>>;
+  }
+
+  #runtimeNamespaces(): RuntimeNamespaces {
+    const path = join(this.#options.dataDir, RUNTIME_NAMESPACES_FILE);
+    if (!existsSync(path)) return { added: {}, removed: [] };
+    const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<RuntimeNamespaces>;
+    return { added: parsed.added ?? {}, removed: parsed.removed ?? [] };
+  }
+
+  /** Records an admin change durably, so the next start opens the same set. */
+  async #saveRuntimeNamespaces(change: { add?: [string, Required<NamespaceConfig>]; remove?: string }): Promise<void> {
+    const current = this.#runtimeNamespaces();
+    const added = { ...current.added };
+    let removed = current.removed.filter((n) => n !== change.add?.[0]);
+    if (change.add) added[change.add[0]] = change.add[1];
+    if (change.remove !== undefined) {
+      delete added[change.remove];
+      removed = [...removed.filter((n) => n !== change.remove), change.remove];
+    }
+    await mkdir(this.#options.dataDir, { recursive: true });
+    await writeFileDurable(join(this.#options.dataDir, RUNTIME_NAMESPACES_FILE), `${JSON.stringify({ added, removed }, null, 2)}\n`);
+  }
+
+  /**
+   * Creates a namespace at runtime (admin API): opens (or creates) the
+   * database, starts its first generation and tails it. Other namespaces
+   * are untouched. Remembered in `<dataDir>/namespaces.json`, so the next
+   * start opens it too. WALWIRE_ERR_NAMESPACE_EXISTS when the name is taken;
+   * when it cannot open, the error is thrown and nothing is remembered.
+   */
+  async addNamespace(name: string, config: NamespaceConfig): Promise<Position> {
+    if (this.#stopped || !this.#started) throw new ClosedError('primary is not running');
+    assertNamespace(name);
+    if (typeof config?.path !== 'string' || config.path === '') throw new InvalidOptionError(`namespace ${name}: path must be a non-empty path, received ${describe(config?.path)}`);
+    if (config.create !== undefined && typeof config.create !== 'boolean') throw new InvalidOptionError(`namespace ${name}: create must be a boolean, received ${describe(config.create)}`);
+    if (this.#configs.has(name)) throw new NamespaceExistsError(`namespace ${name} already exists on this primary`);
+    const resolved = { path: config.path, create: config.create ?? true };
+    this.#configs.set(name, resolved);
+    await this.#open(name);
+    const failed = this.#failedToOpen.get(name);
+    if (failed !== undefined) {
+      this.#failedToOpen.delete(name);
+      this.#configs.delete(name);
+      throw failed;
+    }
+    await this.#saveRuntimeNamespaces({ add: [name, resolved] });
+    return this.head(name);
+  }
+
+  /**
+   * Deletes a namespace at runtime (admin API): stops tailing, waits for its
+   * checkpoint, closes its log and removes `<dataDir>/<name>` (log segments
+   * and snapshot images). The database file is the application's and stays.
+   * Other namespaces are untouched.
+   */
+  async removeNamespace(name: string): Promise<void> {
+    if (this.#stopped || !this.#started) throw new ClosedError('primary is not running');
+    if (!this.#configs.has(name)) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not configured on this primary`);
+    const ns = this.#namespaces.get(name);
+    this.#namespaces.delete(name);
+    this.#failedToOpen.delete(name);
+    this.#configs.delete(name);
+    if (ns !== undefined) {
+      await ns.stopTailing().catch(() => undefined);
+      while (this.#checkpointer.status(name)?.running === true) await new Promise((r) => setTimeout(r, 5));
+      await ns.close();
+    }
+    await this.#saveRuntimeNamespaces({ remove: name });
+    await rm(join(this.#options.dataDir, name), { recursive: true, force: true });
+    this.#logger.info({ ns: name }, 'namespace deleted');
+  }
+
   /** Configured namespace names, sorted. */
   namespaces(): readonly string[] {
-    return [...this.#options.namespaces.keys()].sort();
+    return [...this.#configs.keys()].sort();
   }
 
   /** The running namespace; WALWIRE_ERR_UNKNOWN_NAMESPACE when not configured or not open. */
@@ -185,7 +277,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         const err = this.#failedToOpen.get(name);
         out.push({
           name,
-          path: this.#options.namespaces.get(name)!.path,
+          path: this.#configs.get(name)!.path,
           state: 'failed',
           generation: null,
           headSeq: 0,

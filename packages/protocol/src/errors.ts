@@ -224,6 +224,12 @@ export class DatabaseCorruptError extends WalwireError {
   override readonly code = 'WALWIRE_ERR_DATABASE_CORRUPT' as const;
 }
 
+/** A namespace of that name already exists on this daemon (admin API create/add). */
+export class NamespaceExistsError extends WalwireError {
+  override readonly name = 'NamespaceExistsError' as const;
+  override readonly code = 'WALWIRE_ERR_NAMESPACE_EXISTS' as const;
+}
+
 type ErrorClass = new (message: string) => WalwireError;
 
 /**
@@ -260,6 +266,7 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       CursorCorruptError,
       ApplyFailedError,
       DatabaseCorruptError,
+      NamespaceExistsError,
     ] as ErrorClass[]
   ).map((C) => [new C('').code, C]),
 );

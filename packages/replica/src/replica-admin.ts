@@ -23,7 +23,7 @@ export class ReplicaAdmin {
   /** Latest status of every open namespace, refreshed on each event and scrape. */
   #statuses: NamespaceStatus[] = [];
 
-  constructor(replica: Replica, client: ReplicationClient, logger: Logger) {
+  constructor(replica: Replica, currentClient: () => ReplicationClient, logger: Logger) {
     this.#replica = replica;
     this.#logger = logger;
     const m = this.metrics;
@@ -47,11 +47,11 @@ export class ReplicaAdmin {
     m.gauge('walwire_replica_queued_bytes', 'Page bytes received and waiting to be applied.', each((s) => s.queuedBytes));
     m.gauge('walwire_replica_last_apply_age_seconds', 'Seconds since the last batch was applied (-1 before the first).', each((s) => (s.lastApply ? (Date.now() - s.lastApply.at) / 1000 : -1)));
     m.gauge('walwire_replica_diverged', '1 while the namespace is diverged and waits for a snapshot.', each((s) => (s.diverged ? 1 : 0)));
-    m.gauge('walwire_replica_connected', '1 while the connection to the primary is welcomed.', () => [{ value: client.status.connected ? 1 : 0 }]);
-    m.collectedCounter('walwire_replica_reconnects_total', 'Connections to the primary opened since start, minus the first.', () => [{ value: client.status.reconnects }]);
-    m.collectedCounter('walwire_replica_received_bytes_total', 'Bytes received from the primary.', () => [{ value: client.status.bytesReceived }]);
+    m.gauge('walwire_replica_connected', '1 while the connection to the primary is welcomed.', () => [{ value: currentClient().status.connected ? 1 : 0 }]);
+    m.collectedCounter('walwire_replica_reconnects_total', 'Connections to the primary opened since start, minus the first.', () => [{ value: currentClient().status.reconnects }]);
+    m.collectedCounter('walwire_replica_received_bytes_total', 'Bytes received from the primary.', () => [{ value: currentClient().status.bytesReceived }]);
     m.gauge('walwire_replica_bootstrap_staged_bytes', 'Snapshot bytes staged by bootstraps under way.', () =>
-      client.status.bootstrap.map((b) => ({ labels: { ns: b.ns }, value: b.stagedBytes })),
+      currentClient().status.bootstrap.map((b) => ({ labels: { ns: b.ns }, value: b.stagedBytes })),
     );
     // Blobs are not built yet (issue 6): the series exists so dashboards and alerts can be set up now.
     m.collectedCounter('walwire_replica_blob_failures_total', 'Blob saves that failed verification or I/O.', () => [{ value: 0 }]);

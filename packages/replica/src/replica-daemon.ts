@@ -11,9 +11,11 @@
  * and the operations routes of ReplicaAdmin (integrity check, metrics).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { existsSync, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { InvalidOptionError, NotFoundError, TimeoutError, checkIntegerOption, describe } from '@walwire/protocol';
-import { DaemonSentinel, type Logger, matchRoute, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
+import { join } from 'node:path';
+import { InvalidOptionError, NamespaceExistsError, NotFoundError, TimeoutError, UnknownNamespaceError, assertNamespace, checkIntegerOption, describe } from '@walwire/protocol';
+import { DaemonSentinel, type Logger, matchRoute, readJsonBody, writeFileDurable, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
 import type { ClientOptions } from './client-options.js';
 import { ReplicationClient } from './primary-client.js';
 import { Replica } from './replica.js';
@@ -37,7 +39,10 @@ export interface ReplicaDaemonOptions extends Omit<ReplicaOptions, 'logger'>, Cl
 
 export class ReplicaDaemon {
   readonly replica: Replica;
-  readonly client: ReplicationClient;
+  #client: ReplicationClient;
+  #clientOptions: ReplicaDaemonOptions;
+  /** Serializes admin add/remove (each replaces the client). */
+  #adminChain: Promise<unknown> = Promise.resolve();
   readonly #http: Server;
   readonly #logger: Logger;
   readonly #token: string;
@@ -46,10 +51,12 @@ export class ReplicaDaemon {
   /** Present while running; removed by a clean stop (see runtime/sentinel.ts). */
   #sentinel: DaemonSentinel | undefined;
 
-  private constructor(replica: Replica, client: ReplicationClient, token: string, logger: Logger) {
+  private constructor(replica: Replica, client: ReplicationClient, options: ReplicaDaemonOptions, logger: Logger) {
     this.replica = replica;
-    this.client = client;
-    this.#admin = new ReplicaAdmin(replica, client, logger);
+    this.#client = client;
+    this.#clientOptions = options;
+    const token = options.token;
+    this.#admin = new ReplicaAdmin(replica, () => this.#client, logger);
     this.#token = token;
     this.#logger = logger;
     this.#http = createServer((req, res) => void this.#request(req, res));
@@ -66,8 +73,10 @@ export class ReplicaDaemon {
     if (sentinel.unclean) {
       logger.warn({ previous: sentinel.previous, sentinel: sentinel.path }, 'unclean shutdown detected: verifying databases, journals and cursors');
     }
-    const client = new ReplicationClient(replica, options, logger);
-    const daemon = new ReplicaDaemon(replica, client, options.token, logger);
+    const runtime = readRuntimeNamespaces(replica.options.dataDir);
+    const namespaces = [...new Set([...options.namespaces.filter((n) => !runtime.removed.includes(n)), ...runtime.added])];
+    const client = new ReplicationClient(replica, { ...options, namespaces }, logger);
+    const daemon = new ReplicaDaemon(replica, client, { ...options, namespaces }, logger);
     daemon.#sentinel = sentinel;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -83,6 +92,59 @@ export class ReplicaDaemon {
     const address = daemon.httpAddress;
     logger.info({ host: address.address, port: address.port, primary: options.url, namespaces: client.options.namespaces }, 'replica http listening');
     return daemon;
+  }
+
+  /** The connection to the primary (replaced when namespaces are added or removed). */
+  get client(): ReplicationClient {
+    return this.#client;
+  }
+
+  /**
+   * Starts replicating `name` (admin API add): opens (or creates) its
+   * database and reconnects with it in HELLO, so it bootstraps or resumes
+   * from its cursor. The other namespaces resume from their cursors after
+   * that one reconnect. Remembered in `<dataDir>/namespaces.json`.
+   */
+  addNamespace(name: string): Promise<void> {
+    return this.#serialize(async () => {
+      assertNamespace(name);
+      if (this.#clientOptions.namespaces.includes(name)) throw new NamespaceExistsError(`namespace ${name} is already replicated here`);
+      await this.replica.openNamespace(name);
+      await this.#replaceClient([...this.#clientOptions.namespaces, name]);
+      await saveRuntimeNamespaces(this.replica.options.dataDir, { add: name });
+      this.#logger.info({ ns: name }, 'namespace added');
+    });
+  }
+
+  /**
+   * Stops replicating `name` (admin API remove): reconnects without it and
+   * closes it. Its files stay in `<dataDir>/<name>` (adding it again resumes
+   * from its cursor); delete them by hand once no longer wanted.
+   */
+  removeNamespace(name: string): Promise<void> {
+    return this.#serialize(async () => {
+      if (!this.#clientOptions.namespaces.includes(name)) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not replicated here`);
+      await this.#replaceClient(this.#clientOptions.namespaces.filter((n) => n !== name));
+      await this.replica.removeNamespace(name).catch(() => undefined);
+      await saveRuntimeNamespaces(this.replica.options.dataDir, { remove: name });
+      this.#logger.info({ ns: name }, 'namespace removed');
+    });
+  }
+
+  #serialize<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#adminChain.then(work, work);
+    this.#adminChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Stops the connection and starts a new one for `namespaces` (none: stays disconnected). */
+  async #replaceClient(namespaces: readonly string[]): Promise<void> {
+    await this.#client.stop();
+    const options = { ...this.#clientOptions, namespaces, replicaId: this.#client.status.replicaId };
+    this.#clientOptions = options;
+    if (namespaces.length === 0) return;
+    this.#client = new ReplicationClient(this.replica, options, this.#logger);
+    await this.#client.start();
   }
 
   get httpAddress(): AddressInfo {
@@ -174,6 +236,18 @@ export class ReplicaDaemon {
     try {
       if (!requireToken(req, res, this.#token)) return;
       if (await this.#admin.handle(req, res)) return;
+      if (req.method === 'POST' && new URL(req.url ?? '/', 'http://x').pathname === '/v1/namespaces') {
+        const body = await readJsonBody(req, 4096);
+        const name = body['name'];
+        if (typeof name !== 'string') throw new InvalidOptionError(`field name must be a namespace name, received ${describe(name)}`);
+        await this.addNamespace(name);
+        return sendJson(res, 201, { ns: name, ...(await this.replica.namespace(name)).position });
+      }
+      const del = matchRoute('/v1/namespaces/:ns', new URL(req.url ?? '/', 'http://x').pathname);
+      if (req.method === 'DELETE' && del) {
+        await this.removeNamespace(del['ns']!);
+        return sendJson(res, 200, { ns: del['ns'], removed: true });
+      }
       const url = new URL(req.url ?? '/', 'http://x');
       if (req.method === 'GET' && url.pathname === '/v1/status') return sendJson(res, 200, await this.status());
       const wait = matchRoute('/v1/namespaces/:ns/wait', url.pathname);
@@ -192,4 +266,29 @@ export class ReplicaDaemon {
       else sendFailure(res, err);
     }
   }
+}
+
+/**
+ * `<dataDir>/namespaces.json`: namespaces added and removed through the
+ * admin API, applied over the `namespaces` option at every start.
+ */
+interface RuntimeNamespaces {
+  readonly added: string[];
+  readonly removed: string[];
+}
+
+function readRuntimeNamespaces(dataDir: string): RuntimeNamespaces {
+  const path = join(dataDir, 'namespaces.json');
+  if (!existsSync(path)) return { added: [], removed: [] };
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<RuntimeNamespaces>;
+  return { added: parsed.added ?? [], removed: parsed.removed ?? [] };
+}
+
+async function saveRuntimeNamespaces(dataDir: string, change: { add?: string; remove?: string }): Promise<void> {
+  const current = readRuntimeNamespaces(dataDir);
+  let added = current.added.filter((n) => n !== change.remove);
+  let removed = current.removed.filter((n) => n !== change.add);
+  if (change.add !== undefined && !added.includes(change.add)) added = [...added, change.add];
+  if (change.remove !== undefined && !removed.includes(change.remove)) removed = [...removed, change.remove];
+  await writeFileDurable(join(dataDir, 'namespaces.json'), `${JSON.stringify({ added, removed }, null, 2)}\n`);
 }

@@ -71,6 +71,18 @@ export class Replica extends EventEmitter<NamespaceEvents> {
     return ns;
   }
 
+  /**
+   * Closes namespace `name` and forgets it (admin API remove). Its files
+   * stay: opening it again resumes from its cursor. Other namespaces are
+   * untouched.
+   */
+  async removeNamespace(name: string): Promise<void> {
+    const ns = this.#namespaces.get(name);
+    if (ns === undefined) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not open on this replica`);
+    this.#namespaces.delete(name);
+    await (await ns).close();
+  }
+
   /** Names of the namespaces opened so far. */
   get namespaceNames(): readonly string[] {
     return [...this.#namespaces.keys()].sort();

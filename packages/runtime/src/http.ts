@@ -53,7 +53,7 @@ export async function readJsonBody(req: IncomingMessage, maxBytes = 1024 * 1024)
   return value as Record<string, unknown>;
 }
 
-/** Maps an error to an HTTP status: 400 for bad input (or a primary-only request to a replica), 404 unknown namespace or route, 504 timeout, else 500. */
+/** Maps an error to an HTTP status: 400 for bad input (or a primary-only request to a replica), 404 unknown namespace or route, 409 namespace exists, 504 timeout, else 500. */
 export function statusForError(err: unknown): number {
   if (!(err instanceof WalwireError)) return 500;
   switch (err.code) {
@@ -66,6 +66,8 @@ export function statusForError(err: unknown): number {
     case 'WALWIRE_ERR_UNKNOWN_NAMESPACE':
     case 'WALWIRE_ERR_NOT_FOUND':
       return 404;
+    case 'WALWIRE_ERR_NAMESPACE_EXISTS':
+      return 409;
     case 'WALWIRE_ERR_TIMEOUT':
       return 504;
     case 'WALWIRE_ERR_CLOSED':
