@@ -4,9 +4,10 @@
  * first chunk it had not staged. Real processes, a throttling proxy so the
  * transfer lasts long enough to be interrupted, and kill -9.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readStaging } from '@walwire/replica';
 import {
   ChaosProxy,
   assertConverged,
@@ -51,11 +52,10 @@ describe('resumable bootstrap', () => {
     const dir = makeTempDir();
     const db = join(dir, 'app.db');
     await runWriter({ db }, { mode: 'load', txns: 40, rowsPerTxn: 100, payloadBytes: 4000, ratePerSec: 0 }); // ~16 MiB
-    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
+    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db }, args: ['--snapshot-chunk-bytes', String(MiB)] });
     const proxy = await ChaosProxy.start(primary.port);
     proxy.throttle(6 * MiB);
     const replicaDir = join(dir, 'r');
-    const progressFile = join(replicaDir, 'app', 'staging', 'progress.json');
     const start = () =>
       startReplicaProcess({ dataDir: replicaDir, url: `${proxy.url}/v1/replicate`, namespaces: ['app'], args: ['--log-level', 'debug'] });
     try {
@@ -67,7 +67,7 @@ describe('resumable bootstrap', () => {
         await new Promise((r) => setTimeout(r, 50 + crash * 70));
         await replica.child.kill9();
         const received = Math.max(...parse(replica.child.lines).filter((l) => l.msg === 'snapshot chunk received').map((l) => l.index!));
-        const staged = existsSync(progressFile) ? (JSON.parse(readFileSync(progressFile, 'utf8')) as { staged: number }).staged : 0;
+        const staged = (await readStaging(join(replicaDir, 'app')))?.staged ?? 0;
         replica = await start();
         const first = JSON.parse(await replica.child.waitForLine(/"msg":"bootstrap (resumed|started)"/, 30_000)) as LogLine;
         resumes.push({ staged, received, from: first.fromChunk ?? 0 });
@@ -94,7 +94,7 @@ describe('resumable bootstrap', () => {
     const dir = makeTempDir();
     const db = join(dir, 'app.db');
     await runWriter({ db }, { mode: 'load', txns: 20, rowsPerTxn: 100, payloadBytes: 2000, ratePerSec: 0 }); // ~4 MiB
-    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
+    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db }, args: ['--snapshot-chunk-bytes', String(MiB)] });
     const proxy = await ChaosProxy.start(primary.port);
     // 2.5 MiB into the stream: inside a SNAPSHOT_CHUNK payload.
     proxy.flipByte('down', Math.floor(2.5 * MiB), 0x20);

@@ -41,6 +41,7 @@ async function main(): Promise<void> {
     checkpointPages: flags['checkpoint-pages'] as number,
     walTruncateBytes: flags['wal-truncate-bytes'] as number,
     segmentBytes: flags['segment-bytes'] as number,
+    snapshotChunkBytes: flags['snapshot-chunk-bytes'] as number,
     retention: {
       maxBytes: flags['retention-max-bytes'] as number,
       maxAgeMs: flags['retention-max-age-ms'] as number,

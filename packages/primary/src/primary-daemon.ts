@@ -75,8 +75,9 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
    */
   readonly stallTimeoutMs?: number;
   /**
-   * Bytes per SNAPSHOT_CHUNK.
-   * @default 1048576 (1 MiB)
+   * Bytes per SNAPSHOT_CHUNK (at most the protocol's maxChunkBytes); a crash
+   * mid-bootstrap re-fetches at most about one chunk.
+   * @default 4194304 (4 MiB)
    */
   readonly snapshotChunkBytes?: number;
   /** Wire limits; see ProtocolLimits. */
@@ -150,7 +151,7 @@ export class PrimaryDaemon {
       helloTimeoutMs: checkIntegerOption('helloTimeoutMs', options.helloTimeoutMs ?? 10_000, 10, 3_600_000),
       windowBytes: checkIntegerOption('windowBytes', options.windowBytes ?? 8 * 1024 * 1024, 65536, 2 ** 34),
       stallTimeoutMs: checkIntegerOption('stallTimeoutMs', options.stallTimeoutMs ?? 30_000, 10, 3_600_000),
-      snapshotChunkBytes: checkIntegerOption('snapshotChunkBytes', options.snapshotChunkBytes ?? 1024 * 1024, 4096, limits.maxChunkBytes),
+      snapshotChunkBytes: checkIntegerOption('snapshotChunkBytes', options.snapshotChunkBytes ?? 4 * 1024 * 1024, 4096, limits.maxChunkBytes),
       primaryId: options.primaryId ?? `primary-${randomBytes(6).toString('hex')}`,
     };
     const sentinel = await DaemonSentinel.acquire(options.dataDir, 'walwire-primary');

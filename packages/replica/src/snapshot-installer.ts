@@ -4,21 +4,23 @@
  * Staging, under `<namespace dir>/staging/`:
  *   manifest.json   the SNAPSHOT_BEGIN fields (generation, seq, geometry, chunk CRCs)
  *   image           the database image, chunk i at byte i · chunkPages · pageSize
- *   progress.json   the intent record: chunks durably staged so far
  *
  * Each chunk's CRC-32 is checked against both its message and the manifest
- * before it is written; the image write is fsynced before progress.json
- * records the chunk. At SNAPSHOT_END the whole image's database checksum is
- * verified against the manifest, and only then is it installed through the
- * namespace (one journal transaction, so readers switch atomically).
+ * before it is written. The image is fdatasynced once, before the install.
+ * Which chunks are staged is not recorded separately: at resume time the image is
+ * read back and its chunks are checked against the manifest's CRCs, and the
+ * staged prefix ends at the first chunk that does not match (never written,
+ * or torn by a crash). At SNAPSHOT_END the image is installed through the
+ * namespace, which recomputes the database checksum while writing and
+ * refuses (before its commit point) an image that does not match the
+ * manifest; it is one journal transaction, so readers switch atomically.
  *
  * Crash between steps:
- * - after manifest.json, before any chunk: the next connection finds a
- *   manifest with no progress and asks for the snapshot from chunk 0;
- * - after an image write, before progress.json: that chunk is simply
- *   fetched and written again (idempotent positional write);
- * - after progress.json: the chunk counts as staged; a resumed stream starts
- *   at the first chunk not recorded;
+ * - after manifest.json, before any chunk: no chunk verifies; the next
+ *   bootstrap asks for chunk 0 of the same snapshot;
+ * - during or after a chunk write (a process crash keeps written chunks in
+ *   the page cache; a power failure may lose or tear unsynced ones): a chunk
+ *   whose CRC fails at resume is fetched again, with every chunk after it;
  * - during install: the namespace's journal protocol makes the install
  *   atomic; the staging directory is removed only after it committed.
  */
@@ -27,7 +29,6 @@ import { mkdir, open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   DatabaseChecksum,
-  DivergedError,
   FrameChecksumError,
   type SnapshotBeginMessage,
   type SnapshotChunkMessage,
@@ -66,21 +67,35 @@ export interface BootstrapProgress {
 
 export const STAGING_DIR = 'staging';
 
-/** What a namespace has staged: the manifest and the number of chunks durably written. */
+/**
+ * What a namespace has staged: the manifest and the length of the prefix of
+ * chunks whose bytes on disk match the manifest's CRCs.
+ */
 export async function readStaging(nsDir: string): Promise<{ manifest: SnapshotBeginMessage; staged: number } | null> {
+  let manifest: SnapshotBeginMessage;
   try {
-    const manifest = JSON.parse(await readFile(join(nsDir, STAGING_DIR, 'manifest.json'), 'utf8')) as SnapshotBeginMessage;
-    let staged = 0;
-    try {
-      const progress = JSON.parse(await readFile(join(nsDir, STAGING_DIR, 'progress.json'), 'utf8')) as { generation: string; seq: number; staged: number };
-      if (progress.generation === manifest.generation && progress.seq === manifest.seq) staged = progress.staged;
-    } catch {
-      // No chunk recorded yet.
-    }
-    return { manifest, staged };
+    manifest = JSON.parse(await readFile(join(nsDir, STAGING_DIR, 'manifest.json'), 'utf8')) as SnapshotBeginMessage;
   } catch {
     return null;
   }
+  let staged = 0;
+  let image: FileHandle | undefined;
+  try {
+    image = await open(join(nsDir, STAGING_DIR, 'image'), 'r');
+    const chunkBytes = manifest.chunkPages * manifest.pageSize;
+    const total = manifest.pageCount * manifest.pageSize;
+    const buf = Buffer.allocUnsafe(chunkBytes);
+    for (; staged < manifest.chunkCrcs.length; staged++) {
+      const length = Math.min(chunkBytes, total - staged * chunkBytes);
+      const { bytesRead } = await image.read(buf, 0, length, staged * chunkBytes);
+      if (bytesRead !== length || crc32(buf.subarray(0, length)) !== manifest.chunkCrcs[staged]) break;
+    }
+  } catch {
+    // No image yet: nothing staged.
+  } finally {
+    await image?.close();
+  }
+  return { manifest, staged };
 }
 
 function sameSnapshot(a: SnapshotBeginMessage, b: SnapshotBeginMessage): boolean {
@@ -165,11 +180,12 @@ export class SnapshotInstaller {
         throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} has ${m.data.length} bytes, expected ${expectedLength}`);
       }
       if (m.index !== s.staged) throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} out of order, expected ${s.staged}`);
+      // No sync per chunk: resume trusts only chunks whose bytes on disk match
+      // the manifest's CRC (readStaging), so an unsynced chunk lost to a power
+      // failure is simply fetched again. The image is synced once, before install.
       await s.image.write(m.data, 0, m.data.length, m.index * chunkBytes);
-      await s.image.datasync();
       s.staged = m.index + 1;
       s.bytes += m.data.length;
-      await writeFileDurable(join(s.dir, 'progress.json'), JSON.stringify({ generation: s.manifest.generation, seq: s.manifest.seq, staged: s.staged }));
       this.#report(s, false);
       return s;
     });
@@ -190,12 +206,10 @@ export class SnapshotInstaller {
       await s.image.datasync();
       await s.image.close();
       const imagePath = join(s.dir, 'image');
-      const checksum = await imageChecksum(imagePath, m.pageSize);
-      if (checksum !== m.checksum) {
-        throw new DivergedError(`snapshot image of ${ns} at seq ${seq} has checksum ${checksum}, manifest says ${m.checksum}`);
-      }
+      // The install recomputes the image's checksum while writing it and
+      // refuses a mismatch before its commit point: no separate pass here.
       const namespace = await this.#replica.namespace(ns);
-      await namespace.installSnapshot({ generation, seq, checksum, pageSize: m.pageSize, pageCount: m.pageCount, imagePath });
+      await namespace.installSnapshot({ generation, seq, checksum: m.checksum, pageSize: m.pageSize, pageCount: m.pageCount, imagePath });
       await rm(s.dir, { recursive: true, force: true });
       const ms = Date.now() - s.startedAt;
       this.#progress.delete(ns);
