@@ -5,8 +5,8 @@
  * are flushed and closed). Every flag has an environment variable; `--help`
  * lists them all.
  */
-import { InvalidOptionError, WalwireError } from '@walwire/protocol';
-import { createLogger, formatHelp, parseFlags } from '@walwire/runtime';
+import { InvalidOptionError } from '@walwire/protocol';
+import { createLogger, formatHelp, parseFlags, runCommand, stopOnSignals } from '@walwire/runtime';
 import { PRIMARY_FLAGS } from './primary-flags.js';
 import { PrimaryDaemon } from './primary-daemon.js';
 
@@ -52,28 +52,7 @@ async function main(): Promise<void> {
     ...(flags['tls-key'] ? { tlsKeyPath: flags['tls-key'] as string } : {}),
     logger,
   });
-  let stopping = false;
-  const shutdown = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    daemon.stop().then(
-      () => {
-        logger.info('stopped');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err: (err as Error).message }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  stopOnSignals(logger, () => daemon.stop());
 }
 
-main().catch((err: unknown) => {
-  const e = err as WalwireError;
-  console.error(`walwire-primary: ${e.code ? `${e.code}: ` : ''}${e.message}`);
-  process.exit(2);
-});
+runCommand('walwire-primary', main);

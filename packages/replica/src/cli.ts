@@ -4,8 +4,8 @@
  * shuts down gracefully (in-flight applies finish, cursors are written).
  * Every flag has an environment variable; `--help` lists them all.
  */
-import { InvalidOptionError, type WalwireError } from '@walwire/protocol';
-import { createLogger, formatHelp, parseFlags } from '@walwire/runtime';
+import { InvalidOptionError } from '@walwire/protocol';
+import { createLogger, formatHelp, parseFlags, runCommand, stopOnSignals } from '@walwire/runtime';
 import { REPLICA_FLAGS } from './replica-flags.js';
 import { ReplicaDaemon } from './replica-daemon.js';
 
@@ -43,28 +43,7 @@ async function main(): Promise<void> {
       process.stderr.write(`\r${line}\x1b[K${p.percent >= 100 ? '\n' : ''}`);
     });
   }
-  let stopping = false;
-  const shutdown = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    daemon.stop().then(
-      () => {
-        logger.info('stopped');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err: (err as Error).message }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  stopOnSignals(logger, () => daemon.stop());
 }
 
-main().catch((err: unknown) => {
-  const e = err as WalwireError;
-  console.error(`walwire-replica: ${e.code ? `${e.code}: ` : ''}${e.message}`);
-  process.exit(2);
-});
+runCommand('walwire-replica', main);

@@ -8,3 +8,4 @@ export * from './http.js';
 export * from './integrity.js';
 export * from './metrics.js';
 export * from './sentinel.js';
+export * from './daemon-process.js';
