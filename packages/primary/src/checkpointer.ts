@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads';
 import PQueue from 'p-queue';
 import { ClosedError } from '@walwire/protocol';
 import { failpointAsync, type Logger } from '@walwire/runtime';
-import type { CheckpointRequest, CheckpointResponse } from './checkpoint-worker.js';
+import type { CheckpointRequest, CheckpointResponse, QuickCheckRequest } from './checkpoint-worker.js';
 
 export type CheckpointMode = 'PASSIVE' | 'TRUNCATE';
 
@@ -23,6 +23,8 @@ export interface CheckpointResult {
   readonly busy: number;
   readonly log: number;
   readonly checkpointed: number;
+  /** Answer of a quick-check request (see quickCheckNow). */
+  readonly check?: string;
 }
 
 /** Runs one SQLite checkpoint of `path` in a worker thread. */
@@ -77,7 +79,7 @@ class WorkerSlot {
       const p = this.#pending.get(res.id);
       if (p === undefined) return;
       this.#pending.delete(res.id);
-      if (res.ok) p.resolve({ busy: res.busy, log: res.log, checkpointed: res.checkpointed });
+      if (res.ok) p.resolve({ busy: res.busy, log: res.log, checkpointed: res.checkpointed, ...(res.check === undefined ? {} : { check: res.check }) });
       else p.reject(Object.assign(new Error(res.message), { code: res.code }));
     });
     const fail = (err: Error): void => {
@@ -93,7 +95,7 @@ class WorkerSlot {
     return this.#dead !== undefined;
   }
 
-  call(req: Omit<CheckpointRequest, 'id'> | { op: 'close' }): Promise<CheckpointResult> {
+  call(req: Omit<CheckpointRequest, 'id'> | Omit<QuickCheckRequest, 'id'> | { op: 'close' }): Promise<CheckpointResult> {
     if (this.#dead !== undefined) return Promise.reject(this.#dead);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
@@ -175,7 +177,19 @@ export class Checkpointer {
    * accounting: reset-replication calls it while holding the namespace's
    * write lock, so it must not wait behind other namespaces' jobs.
    */
-  async runNow(path: string, mode: CheckpointMode): Promise<CheckpointResult> {
+  runNow(path: string, mode: CheckpointMode): Promise<CheckpointResult> {
+    return this.#direct({ op: 'checkpoint', path, mode, busyTimeoutMs: this.#options.busyTimeoutMs });
+  }
+
+  /**
+   * `PRAGMA quick_check` of `path` in a warm worker thread (starting a
+   * thread would cost more than the check); "ok" when healthy.
+   */
+  async quickCheckNow(path: string): Promise<string> {
+    return (await this.#direct({ op: 'quick-check', path, busyTimeoutMs: this.#options.busyTimeoutMs })).check ?? '';
+  }
+
+  async #direct(req: Omit<CheckpointRequest, 'id'> | Omit<QuickCheckRequest, 'id'>): Promise<CheckpointResult> {
     if (this.#closed) throw new ClosedError('checkpointer is closed');
     let slot = this.#idle.pop();
     if (slot === undefined || slot.dead) {
@@ -183,7 +197,7 @@ export class Checkpointer {
       this.#all.add(slot);
     }
     try {
-      return await slot.call({ op: 'checkpoint', path, mode, busyTimeoutMs: this.#options.busyTimeoutMs });
+      return await slot.call(req);
     } finally {
       if (slot.dead) this.#all.delete(slot);
       else this.#idle.push(slot);

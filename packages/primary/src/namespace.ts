@@ -26,7 +26,7 @@ import {
   type WalCommit,
   type WalScanState,
 } from '@walwire/protocol';
-import { checkIntegrity, failpointAsync, type Logger } from '@walwire/runtime';
+import { failpointAsync, type Logger } from '@walwire/runtime';
 import type { CheckpointStatus, Checkpointer, RunCheckpoint } from './checkpointer.js';
 import { checksumDatabaseImage, databaseDescriptor } from './database-file.js';
 import { NO_WAL_POSITION, type LogRecord, type WalPosition } from './log-record.js';
@@ -322,7 +322,7 @@ export class PrimaryNamespace {
    * 1. seal (write lock), log what is new, drop the pins, PASSIVE checkpoint
    *    in a worker, pin, unseal. A crash leaves the log intact; the restart
    *    proves continuity and the old generation goes on.
-   * 2. quick_check on a read-only connection in a worker. Corruption (here
+   * 2. quick_check in the checkpoint worker. Corruption (here
    *    or in step 1) throws WALWIRE_ERR_DATABASE_CORRUPT and changes nothing.
    *    Failpoint `primary.reset.after-check`.
    * 3. remove the snapshot images. A crash leaves the old generation's log
@@ -352,9 +352,18 @@ export class PrimaryNamespace {
     const previous = this.#log.generation ?? null;
     this.#logger.info({ ns: this.name, generation: previous }, 'reset-replication started');
     let cleared = false;
+    /** Step durations for the finish line (ms). */
+    const steps: Record<string, number> = {};
+    let mark = started;
+    const step = (name: string): void => {
+      const now = performance.now();
+      steps[name] = Math.round((now - mark) * 10) / 10;
+      mark = now;
+    };
     try {
       while (this.#checkpointer.status(this.name)?.running === true) await sleep(2);
       await this.#tailer.seal();
+      step('sealMs');
       await this.#exclusive(async () => {
         let copied: { log: number; checkpointed: number } | undefined;
         try {
@@ -381,10 +390,13 @@ export class PrimaryNamespace {
           }
         }
         this.#framesSinceCheckpoint = 0;
-        const check = await checkIntegrity(this.path, { full: false });
-        if (!check.ok) {
+        step('checkpointMs');
+        // In a warm checkpoint worker thread, on a fresh read-only connection.
+        const check = await this.#checkpointer.quickCheckNow(this.path);
+        step('quickCheckMs');
+        if (check !== 'ok') {
           throw new DatabaseCorruptError(
-            `reset-replication of ${this.name} refused: PRAGMA quick_check of ${this.path} failed: ${check.message.split('\n').slice(0, 5).join('; ')}. The database is corrupt; restore it from a backup. Nothing was changed and replication continues in generation ${String(previous)}`,
+            `reset-replication of ${this.name} refused: PRAGMA quick_check of ${this.path} failed: ${check.split('\n').slice(0, 5).join('; ')}. The database is corrupt; restore it from a backup. Nothing was changed and replication continues in generation ${String(previous)}`,
           );
         }
         this.#logger.debug({ ns: this.name, walFrames: copied?.log, checkpointed: copied?.checkpointed }, 'reset-replication: checkpointed and quick-checked');
@@ -392,7 +404,9 @@ export class PrimaryNamespace {
         cleared = true;
         await this.#snapshots.clear();
         await failpointAsync('primary.reset.after-clear');
+        step('clearMs');
         await this.#establish('reset-replication requested by an operator');
+        step('establishMs');
       });
     } catch (err) {
       const ms = Math.round(performance.now() - started);
@@ -404,7 +418,7 @@ export class PrimaryNamespace {
     }
     const elapsedMs = performance.now() - started;
     const generation = this.#log.generation ?? '';
-    this.#logger.info({ ns: this.name, generation, previous, ms: Math.round(elapsedMs) }, 'reset-replication finished');
+    this.#logger.info({ ns: this.name, generation, previous, ms: Math.round(elapsedMs), ...steps }, 'reset-replication finished');
     return { elapsedMs, generation, previous };
   }
 
