@@ -4,7 +4,7 @@
  * first chunk it had not staged. Real processes, a throttling proxy so the
  * transfer lasts long enough to be interrupted, and kill -9.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readStaging } from '@walwire/replica';
@@ -171,4 +171,28 @@ describe('large bootstrap', () => {
     expect(begun.bytes).toBeGreaterThan(190_000_000);
     console.log(`bootstrap of ${(begun.bytes / 1e6).toFixed(0)} MB took ${bootstrapMs} ms while the writer ran`);
   }, 240_000);
+});
+
+describe('divergence', () => {
+  it('a replica page corrupted while stopped is caught at start-up; the replica bootstraps again by itself', async () => {
+    const dir = makeTempDir();
+    const db = join(dir, 'app.db');
+    await runWriter({ db }, { mode: 'load', txns: 30, rowsPerTxn: 20, payloadBytes: 300, ratePerSec: 0 });
+    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
+    const start = () => startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
+    let replica = await start();
+    await waitForCatchUp(primary, replica, 'app', db);
+    await replica.child.terminate();
+    const replicaDb = join(dir, 'r', 'app', 'db.sqlite');
+    const image = readFileSync(replicaDb);
+    image.fill(0x5a, 3 * 4096 + 100, 3 * 4096 + 200); // garbage in page 4: a silent disk error
+    writeFileSync(replicaDb, image);
+    replica = await start();
+    await replica.child.waitForLine(/"msg":"bootstrap complete: snapshot installed"/, 30_000);
+    await runWriter({ db }, { mode: 'load', txns: 10, rowsPerTxn: 2, payloadBytes: 100, ratePerSec: 0 });
+    await waitForCatchUp(primary, replica, 'app', db);
+    await assertConverged({ primaryDb: db, replicaDb });
+    expect(replica.child.lines.some((l) => l.includes('replica diverged'))).toBe(true);
+    expect(replica.child.lines.some((l) => l.includes('requesting a snapshot'))).toBe(true);
+  }, 60_000);
 });

@@ -94,6 +94,8 @@ class Connection {
   inFlightBytes = 0;
   /** Snapshot chunks received and not yet staged durably. */
   pendingChunks = 0;
+  /** Namespaces this connection already asked a snapshot for (one request each). */
+  readonly snapshotRequested = new Set<string>();
   paused = false;
   welcomed = false;
   closing = false;
@@ -251,9 +253,17 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         this.#state = 'streaming';
         this.#backoff.reset();
         for (const n of m.namespaces) {
-          if (n.mode !== 'snapshot') continue;
-          log.info({ ns: n.ns, generation: n.generation, reason: n.reason }, 'primary requires a snapshot');
-          this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, n.reason), n.ns, log);
+          if (n.mode === 'snapshot') {
+            log.info({ ns: n.ns, generation: n.generation, reason: n.reason }, 'primary requires a snapshot');
+            this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, n.reason), n.ns, log);
+          } else {
+            // A copy found diverged at start-up cannot take the stream: ask for a snapshot now.
+            void this.#namespace(n.ns).then((ns) => {
+              if (ns.state !== 'diverged') return;
+              log.warn({ ns: n.ns }, 'namespace is diverged; requesting a snapshot');
+              this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, `diverged: ${ns.status.diverged?.reason ?? 'checksum mismatch'}`), n.ns, log);
+            });
+          }
         }
         log.info({ version: m.version, primary: m.primaryId }, 'handshake complete');
         this.emit('connected', { version: m.version, primaryId: m.primaryId });
@@ -288,6 +298,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         // Opened on failure too: the failure aborts the connection, and the
         // applies queued behind the gate then fail harmlessly or are skipped.
         void installed.finally(() => {
+          conn.snapshotRequested.delete(ns);
           gate?.open();
           if (conn.gates.get(ns) === gate) conn.gates.delete(ns);
         }).catch(() => {});
@@ -306,6 +317,8 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
 
   /** Asks for a snapshot, naming the one partly staged (if any) so the primary can resume it. */
   async #requestSnapshot(conn: Connection, ns: string, reason: string): Promise<void> {
+    if (conn.snapshotRequested.has(ns)) return;
+    conn.snapshotRequested.add(ns);
     const staged = await readStaging((await this.#namespace(ns)).dir);
     const resume = staged !== null && staged.staged > 0 ? staged : null;
     this.#send(conn, {
@@ -341,8 +354,8 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         conn.inFlightBytes -= bytes;
         if (err instanceof ClosedError || conn.closing) return;
         if (err instanceof DivergedError) {
-          log.error({ ns, err: err.message }, 'namespace diverged; requesting a snapshot');
-          this.#send(conn, { type: MessageType.SNAPSHOT_REQUEST, ns, reason: err.message.slice(0, 1000), generation: null, seq: 0, fromChunk: 0 });
+          if (!conn.snapshotRequested.has(ns)) log.error({ ns, err: err.message }, 'namespace diverged; requesting a snapshot');
+          void this.#requestSnapshot(conn, ns, err.message);
           return;
         }
         const e = err instanceof WalwireError ? err : new WalwireError(String((err as Error)?.message ?? err));
