@@ -81,10 +81,14 @@ export class PrimaryAdmin {
       if (req.method === 'DELETE') {
         const del = matchRoute('/v1/namespaces/:ns', url.pathname);
         if (!del) return false;
-        await this.#primary.removeNamespace(del['ns']!);
-        // Sessions streaming it end; their replicas reconnect without it
-        // once it is removed there too (remove it on replicas first).
+        // removeNamespace forgets the namespace before its first await, so
+        // the sessions closed right after cannot resolve it again; closing
+        // them before the log closes spares their senders a read error.
+        // Replicas still listing it are refused at HELLO (remove it on
+        // replicas first).
+        const removal = this.#primary.removeNamespace(del['ns']!);
         this.#server.disconnectNamespace(del['ns']!, 'namespace deleted');
+        await removal;
         sendJson(res, 200, { ns: del['ns'], deleted: true });
         return true;
       }
