@@ -321,7 +321,9 @@ export class PrimaryNamespace {
    * Steps, and what a kill -9 between them leaves behind:
    * 1. seal (write lock), log what is new, drop the pins, PASSIVE checkpoint
    *    in a worker, pin, unseal. A crash leaves the log intact; the restart
-   *    proves continuity and the old generation goes on.
+   *    proves continuity and the old generation goes on (unless writers
+   *    restarted the checkpointed WAL meanwhile: then, as after any stop, a
+   *    new generation starts with that reason).
    * 2. quick_check in the checkpoint worker. Corruption (here
    *    or in step 1) throws WALWIRE_ERR_DATABASE_CORRUPT and changes nothing.
    *    Failpoint `primary.reset.after-check`.
