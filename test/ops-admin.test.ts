@@ -196,18 +196,24 @@ describe('authentication', () => {
     await runWriter({ db }, { mode: 'load', txns: 5, rowsPerTxn: 1, payloadBytes: 10, ratePerSec: 0 });
     const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
+    const generation = await generationOf(primary, 'app');
     const endpoints: [DaemonProcess, string, string][] = [
       [primary, 'GET', '/v1/status'],
       [primary, 'GET', '/v1/namespaces/app/head'],
       [primary, 'GET', '/metrics'],
       [primary, 'POST', '/v1/namespaces/app/integrity-check'],
       [primary, 'POST', '/v1/namespaces/app/reset-replication'],
+      [primary, 'POST', '/v1/namespaces'],
+      [primary, 'DELETE', '/v1/namespaces/app'],
+      [primary, 'GET', '/v1/replicate'],
       [primary, 'GET', '/v1/no-such-route'],
       [replica, 'GET', '/v1/status'],
       [replica, 'GET', '/v1/namespaces/app/wait?seq=1'],
       [replica, 'GET', '/metrics'],
       [replica, 'POST', '/v1/namespaces/app/integrity-check'],
       [replica, 'POST', '/v1/namespaces/app/reset-replication'],
+      [replica, 'POST', '/v1/namespaces'],
+      [replica, 'DELETE', '/v1/namespaces/app'],
       [replica, 'GET', '/v1/no-such-route'],
     ];
     for (const [d, method, path] of endpoints) {
@@ -217,7 +223,8 @@ describe('authentication', () => {
         expect(((await res.json()) as { code: string }).code).toBe('WALWIRE_ERR_UNAUTHORIZED');
       }
     }
-    // The generation did not change: the unauthenticated reset did nothing.
-    expect((await primary.get('/v1/namespaces/app/head')).status).toBe(200);
+    // The unauthenticated reset and deletes did nothing.
+    expect(await generationOf(primary, 'app')).toBe(generation);
+    expect((await replica.get('/v1/namespaces/app/wait?seq=0')).status).toBe(200);
   });
 });
