@@ -203,7 +203,9 @@ export class PrimaryDaemon {
     try {
       await server.listen();
     } catch (err) {
+      // A start that fails this way is a clean stop: nothing to verify next time.
       await primary.stop();
+      await sentinel.release();
       throw err;
     }
     return d;
