@@ -56,12 +56,14 @@ export const operationsBenchmarks: Benchmark = {
     const resetEndToEndMs: number[] = [];
     const recreatePrimaryMs: number[] = [];
     const recreateEndToEndMs: number[] = [];
+    const daemons: Daemon[] = [];
     try {
       const primary = await startPrimary({ dataDir: join(dir, 'p'), db, token });
       const replicas = [
         await startReplica({ dataDir: join(dir, 'r1'), primaryPort: primary.port, token }),
         await startReplica({ dataDir: join(dir, 'r2'), primaryPort: primary.port, token }),
       ];
+      daemons.push(primary, ...replicas);
       await converged(primary, replicas);
       // One warm-up of each, not counted.
       await call(primary, 'POST', '/v1/namespaces/app/reset-replication');
@@ -90,6 +92,11 @@ export const operationsBenchmarks: Benchmark = {
       }
       for (const r of replicas) await r.proc.stop();
       await primary.proc.stop();
+    } catch (err) {
+      for (const d of daemons) {
+        ctx.log(`${d.proc.name} (running ${String(d.proc.running)}): ${d.proc.lines.slice(-5).join('\n')}\n${d.proc.stderr.slice(-10).join('\n')}`);
+      }
+      throw err;
     } finally {
       killAll();
     }
