@@ -395,7 +395,7 @@ export const streamingBenchmarks: Benchmark = {
   title: 'Streaming: replication lag and primary memory with real processes',
   async run(ctx) {
     const quick = ctx.quick;
-    const seconds = quick ? 2 : 8;
+    const seconds = quick ? 1.5 : 8;
     const rates = [100, 1000, 10000];
     const figures: Figure[] = [];
     const notes: string[] = [];
@@ -527,7 +527,7 @@ export const streamingBenchmarks: Benchmark = {
       ];
 
       // Primary memory under a slow replica.
-      const rssSeconds = quick ? 5 : 20;
+      const rssSeconds = quick ? 4 : 20;
       const slow = await rssRun(ctx, true, rssSeconds, 50);
       ctx.log(`RSS with a 1 MB/s replica: growth ${fmt(slow.growthMb, 1)} MB; ${slow.detail}`);
       const alone = await rssRun(ctx, false, rssSeconds, 50);
