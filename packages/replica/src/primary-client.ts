@@ -381,11 +381,16 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
       ns,
       setTimeout(() => {
         conn.ackTimers.delete(ns);
-        void this.#namespace(ns).then((n) => {
-          const p = n.position;
-          if (p.generation === null) return;
-          this.#send(conn, { type: MessageType.ACK, ns, generation: p.generation, appliedSeq: p.appliedSeq, durableSeq: p.durableSeq });
-        });
+        if (conn.closing) return;
+        // The namespace may have been removed meanwhile (admin API): no ACK then.
+        this.#namespace(ns).then(
+          (n) => {
+            const p = n.position;
+            if (p.generation === null) return;
+            this.#send(conn, { type: MessageType.ACK, ns, generation: p.generation, appliedSeq: p.appliedSeq, durableSeq: p.durableSeq });
+          },
+          () => undefined,
+        );
       }, this.options.ackIntervalMs),
     );
   }
