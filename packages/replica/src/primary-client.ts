@@ -258,11 +258,14 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
             this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, n.reason), n.ns, log);
           } else {
             // A copy found diverged at start-up cannot take the stream: ask for a snapshot now.
-            void this.#namespace(n.ns).then((ns) => {
-              if (ns.state !== 'diverged') return;
-              log.warn({ ns: n.ns }, 'namespace is diverged; requesting a snapshot');
-              this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, `diverged: ${ns.status.diverged?.reason ?? 'checksum mismatch'}`), n.ns, log);
-            });
+            this.#namespace(n.ns).then(
+              (ns) => {
+                if (ns.state !== 'diverged') return;
+                log.warn({ ns: n.ns }, 'namespace is diverged; requesting a snapshot');
+                this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, `diverged: ${ns.status.diverged?.reason ?? 'checksum mismatch'}`), n.ns, log);
+              },
+              (err: unknown) => log.warn({ ns: n.ns, err: (err as Error).message }, 'namespace not open; not streaming it'),
+            );
           }
         }
         log.info({ version: m.version, primary: m.primaryId }, 'handshake complete');

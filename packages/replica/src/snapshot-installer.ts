@@ -250,6 +250,7 @@ export class SnapshotInstaller {
 
   /** The connection ended: close staged files (progress stays on disk for a resume). */
   abort(): void {
+    this.#progress.clear();
     for (const staging of this.#active.values()) {
       staging.then((s) => s.image.close()).catch(() => {});
     }
