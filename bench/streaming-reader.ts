@@ -9,12 +9,14 @@
  * when a poll finds nothing it sleeps `idleUs` (Atomics.wait, no spinning) so
  * that it leaves the 2 cores to the writer and the daemons. Each new row's
  * visibility time is taken (CLOCK_MONOTONIC, process.hrtime) right after the
- * poll that returned it; its lag is that minus the commit time the writer
- * stored in the row. Stops at the row with last = 1, or after timeoutMs.
+ * poll that returned it; the suite subtracts the time the writer recorded
+ * right after that row's commit returned. Stops at the row with last = 1, or
+ * after timeoutMs.
  *
  * Prints "ready" once the database is open, then one JSON line:
  * { rows, lastSeen, done, polls, busy, maxPollMs, slowPolls (polls over 5 ms,
- * i.e. waits in SQLite's busy handler), t: [commit ms], lag: [ms] }.
+ * i.e. waits in SQLite's busy handler), ids, visible: [ms], stamped: [the
+ * time stored in the row, ms] }.
  */
 import Database from 'better-sqlite3';
 
@@ -34,8 +36,9 @@ const pause = new Int32Array(new SharedArrayBuffer(4));
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 
 process.stdout.write('ready\n');
-const commitT: number[] = [];
-const lag: number[] = [];
+const ids: number[] = [];
+const visibleAt: number[] = [];
+const stamped: number[] = [];
 let lastSeen = 0;
 let done = false;
 let polls = 0;
@@ -61,8 +64,9 @@ while (!done && performance.now() < deadline) {
   if (pollMs > maxPollMs) maxPollMs = pollMs;
   if (pollMs > 5) slowPolls++;
   for (const [id, t, last] of rows) {
-    commitT.push(t);
-    lag.push(visible - t);
+    ids.push(id);
+    visibleAt.push(visible);
+    stamped.push(t);
     lastSeen = id;
     if (last === 1) done = true;
   }
@@ -71,5 +75,5 @@ while (!done && performance.now() < deadline) {
 db.close();
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 process.stdout.write(
-  `${JSON.stringify({ rows: lag.length, lastSeen, done, polls, busy, maxPollMs, slowPolls, t: commitT.map(r3), lag: lag.map(r3) })}\n`,
+  `${JSON.stringify({ rows: ids.length, lastSeen, done, polls, busy, maxPollMs, slowPolls, ids, visible: visibleAt.map(r3), stamped: stamped.map(r3) })}\n`,
 );

@@ -3,14 +3,16 @@
  * argv[2]: JSON spec, one of
  * - { mode: 'rows', db, table, ratePerSec, seconds, padBytes }: commits one
  *   row per transaction at ratePerSec (0 = as fast as it can) for `seconds`,
- *   then one last row with last = 1. Each row holds its commit time `t`
- *   (CLOCK_MONOTONIC in ms, process.hrtime, shared by every process on the
- *   machine), taken right before the autocommit INSERT runs.
+ *   then one last row with last = 1, into a fresh table (ids from 1). Each
+ *   row holds `t`, the time (CLOCK_MONOTONIC in ms, process.hrtime, shared
+ *   by every process on the machine) taken right before its autocommit
+ *   INSERT; `committed[id - 1]` in the output is the time right after that
+ *   INSERT returned, i.e. after the commit (and any wait for the write lock).
  * - { mode: 'bulk', db, mbPerSec, seconds, rowBytes, ringRows }: replaces
  *   rows of a ring of `ringRows` rows with fresh `rowBytes` blobs, paced to
  *   mbPerSec of row bytes, so the WAL sees that rate of page writes while the
  *   database stays the size of the ring.
- * Prints one JSON line: { commits, elapsedMs, bytes }.
+ * Prints one JSON line: { commits, elapsedMs, bytes[, committed] }.
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
@@ -45,21 +47,26 @@ function sleepUntil(due: number): void {
   if (wait > 0) Atomics.wait(pause, 0, 0, wait);
 }
 
-function rows(s: RowsSpec): { commits: number; elapsedMs: number; bytes: number } {
+function rows(s: RowsSpec): { commits: number; elapsedMs: number; bytes: number; committed: number[] } {
   const insert = db.prepare(`INSERT INTO ${s.table}(t, last, pad) VALUES (?, ?, ?)`);
   const pad = randomBytes(s.padBytes);
   const start = performance.now();
   const end = start + s.seconds * 1000;
   const count = s.ratePerSec > 0 ? Math.round(s.ratePerSec * s.seconds) : Number.POSITIVE_INFINITY;
   let commits = 0;
-  while (commits < count && performance.now() < end + (s.ratePerSec > 0 ? 60_000 : 0)) {
-    insert.run(nowMs(), 0, pad);
+  const committed: number[] = [];
+  const commit = (last: number): void => {
+    const id = Number(insert.run(nowMs(), last, pad).lastInsertRowid);
+    committed[id - 1] = nowMs();
     commits++;
+  };
+  while (commits < count && performance.now() < end + (s.ratePerSec > 0 ? 60_000 : 0)) {
+    commit(0);
     if (s.ratePerSec > 0) sleepUntil(start + (commits * 1000) / s.ratePerSec);
   }
-  insert.run(nowMs(), 1, pad);
-  commits++;
-  return { commits, elapsedMs: performance.now() - start, bytes: commits * s.padBytes };
+  commit(1);
+  const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+  return { commits, elapsedMs: performance.now() - start, bytes: commits * s.padBytes, committed: committed.map(r3) };
 }
 
 function bulk(s: BulkSpec): { commits: number; elapsedMs: number; bytes: number } {
