@@ -263,6 +263,25 @@ describe('liveness and transport security', () => {
     }
   });
 
+  it('liveness counts bytes: a large message on a slow link does not trip the heartbeat timeout', async () => {
+    const { dir, db, replicaDb } = await cluster();
+    const hb = ['--heartbeat-interval-ms', '200', '--heartbeat-timeout-ms', '1000'];
+    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db }, args: hb });
+    const proxy = await ChaosProxy.start(primary.port);
+    try {
+      const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: `${proxy.url}/v1/replicate`, namespaces: ['app'], args: hb });
+      await waitForCatchUp(primary, replica, 'app', db);
+      proxy.throttle(256 * 1024);
+      // One seq of ~1 MiB of pages: one message that takes ~4 s to cross the link.
+      await runWriter({ db }, { mode: 'load', txns: 1, rowsPerTxn: 250, payloadBytes: 4000, ratePerSec: 0 });
+      await waitForCatchUp(primary, replica, 'app', db, 30_000);
+      await assertConverged({ primaryDb: db, replicaDb });
+      expect(((await replica.get('/v1/status')).body['connection'] as { reconnects: number }).reconnects).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
+
   it('wss: TLS from certificate and key paths; the replica verifies the primary against a CA file', async () => {
     const { dir, db, replicaDb } = await cluster();
     const cert = join(dir, 'cert.pem');

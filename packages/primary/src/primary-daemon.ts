@@ -80,6 +80,12 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
    * @default 4194304 (4 MiB)
    */
   readonly snapshotChunkBytes?: number;
+  /**
+   * Page bytes a TXN or TXN_PART message aims at: smaller messages keep
+   * per-message latency and memory low on slow links.
+   * @default 1048576 (1 MiB)
+   */
+  readonly messageTargetBytes?: number;
   /** Wire limits; see ProtocolLimits. */
   readonly limits?: Partial<ProtocolLimits>;
   /**
@@ -152,6 +158,7 @@ export class PrimaryDaemon {
       windowBytes: checkIntegerOption('windowBytes', options.windowBytes ?? 8 * 1024 * 1024, 65536, 2 ** 34),
       stallTimeoutMs: checkIntegerOption('stallTimeoutMs', options.stallTimeoutMs ?? 30_000, 10, 3_600_000),
       snapshotChunkBytes: checkIntegerOption('snapshotChunkBytes', options.snapshotChunkBytes ?? 4 * 1024 * 1024, 4096, limits.maxChunkBytes),
+      messageTargetBytes: checkIntegerOption('messageTargetBytes', options.messageTargetBytes ?? 1024 * 1024, 512, limits.maxMessageBytes),
       primaryId: options.primaryId ?? `primary-${randomBytes(6).toString('hex')}`,
     };
     const sentinel = await DaemonSentinel.acquire(options.dataDir, 'walwire-primary');

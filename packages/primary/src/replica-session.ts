@@ -74,6 +74,8 @@ export interface SessionOptions {
   readonly windowBytes: number;
   readonly stallTimeoutMs: number;
   readonly snapshotChunkBytes: number;
+  /** Page bytes a TXN or TXN_PART message aims at (bounded latency and memory per message). */
+  readonly messageTargetBytes: number;
   readonly primaryId: string;
 }
 
@@ -139,6 +141,8 @@ export class ReplicaSession {
     logger: Logger;
     resolve: (name: string) => StreamableNamespace | undefined;
     onAck: (s: ReplicaSession, ns: string, ack: AckMessage) => void;
+    /** The upgraded TCP socket, for byte-level liveness. */
+    socket?: import('node:net').Socket;
   }) {
     this.id = options.id;
     this.remote = options.remote;
@@ -148,6 +152,8 @@ export class ReplicaSession {
     this.#resolve = options.resolve;
     this.#onAck = options.onAck;
     this.#ws.on('message', (data: Buffer, isBinary: boolean) => this.#onFrame(data, isBinary));
+    // Liveness counts bytes, not whole messages (a large message on a slow link).
+    options.socket?.on('data', () => (this.#lastReceivedAt = Date.now()));
     this.#ws.on('close', (code, reason) => this.#onClose(code, reason.toString()));
     this.#ws.on('error', (err) => this.#logger.warn({ err: err.message }, 'socket error'));
     this.#timers.push(
@@ -294,6 +300,7 @@ export class ReplicaSession {
       sink: this.#frameSink(),
       limits: this.#options.limits,
       windowBytes: this.#options.windowBytes,
+      messageTargetBytes: this.#options.messageTargetBytes,
       logger: this.#logger,
       generation,
       fromSeq,

@@ -117,6 +117,7 @@ export class ReplicationServer {
       const session = new ReplicaSession({
         id,
         ws,
+        socket,
         remote,
         session: this.#options.session,
         logger: this.#logger.child({ conn: id, remote }),

@@ -63,6 +63,7 @@ export class Sender {
   readonly #sink: FrameSink;
   readonly #limits: ProtocolLimits;
   readonly #windowBytes: number;
+  readonly #messageTargetBytes: number;
   readonly #logger: Logger;
   readonly #generation: string;
   #next: number;
@@ -86,6 +87,8 @@ export class Sender {
     sink: FrameSink;
     limits: ProtocolLimits;
     windowBytes: number;
+    /** Page bytes a message aims at; never above what the limits allow. */
+    messageTargetBytes?: number;
     logger: Logger;
     generation: string;
     /** First seq to send (the replica's durable seq + 1). */
@@ -98,6 +101,7 @@ export class Sender {
     this.#sink = options.sink;
     this.#limits = options.limits;
     this.#windowBytes = options.windowBytes;
+    this.#messageTargetBytes = options.messageTargetBytes ?? Number.MAX_SAFE_INTEGER;
     this.#logger = options.logger;
     this.#generation = options.generation;
     this.#next = options.fromSeq;
@@ -215,7 +219,8 @@ export class Sender {
   /** Pages that fit one message under both the page-count and byte limits. */
   #pageBudget(): number {
     const byBytes = Math.floor((this.#limits.maxMessageBytes - MESSAGE_OVERHEAD) / (this.#log.pageSize + PAGE_OVERHEAD));
-    return Math.max(1, Math.min(this.#limits.maxPagesPerMessage, byBytes));
+    const byTarget = Math.floor(this.#messageTargetBytes / this.#log.pageSize);
+    return Math.max(1, Math.min(this.#limits.maxPagesPerMessage, byBytes, byTarget));
   }
 
   /** Encodes and sends one message, first waiting while the window is full. */

@@ -217,6 +217,9 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
       this.#fail(conn, err, log);
       ws.terminate();
     });
+    // Liveness counts bytes, not whole messages: a multi-MiB message over a
+    // slow link may take longer than the heartbeat timeout to complete.
+    ws.on('upgrade', (res) => res.socket.on('data', () => (conn.lastReceivedAt = Date.now())));
     ws.on('open', () => {
       log.info({ url: o.url }, 'connected; sending HELLO');
       void this.#hello(conn);
@@ -373,6 +376,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
   #maybeResume(conn: Connection): void {
     if (conn.paused && conn.pendingChunks === 0 && conn.inFlightBytes <= this.options.maxInFlightBytes / 2) {
       conn.paused = false;
+      conn.lastReceivedAt = Date.now();
       conn.ws.resume();
     }
   }
@@ -417,7 +421,9 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
     if (conn.closing) return;
     const now = Date.now();
     const o = this.options;
-    if (now - conn.lastReceivedAt > o.heartbeatTimeoutMs) {
+    // While paused for back-pressure nothing is read, by design: the stall
+    // watchdog below judges that state, not the heartbeat.
+    if (!conn.paused && now - conn.lastReceivedAt > o.heartbeatTimeoutMs) {
       this.#abort(conn, new TimeoutError(`no message from the primary for ${now - conn.lastReceivedAt} ms (heartbeatTimeoutMs ${o.heartbeatTimeoutMs})`), log, CloseCode.HEARTBEAT_TIMEOUT);
       return;
     }
