@@ -55,6 +55,14 @@ export interface ReplicaOptions {
    * @default 8388608 (8 MiB)
    */
   readonly verifyReadBytes?: number;
+  /**
+   * Pause between two apply batches while transactions are queued. Each
+   * batch holds SQLite's EXCLUSIVE lock; without a pause, back-to-back
+   * batches starve readers, whose busy handler sleeps in growing steps.
+   * Queued transactions simply join the next, larger batch.
+   * @default 2
+   */
+  readonly applyGapMs?: number;
 }
 
 export interface ResolvedReplicaOptions {
@@ -66,6 +74,7 @@ export interface ResolvedReplicaOptions {
   readonly lockAttemptMs: number;
   readonly lockWaitWarnMs: number;
   readonly verifyReadBytes: number;
+  readonly applyGapMs: number;
 }
 
 export const DEFAULT_REPLICA_OPTIONS = Object.freeze({
@@ -75,6 +84,7 @@ export const DEFAULT_REPLICA_OPTIONS = Object.freeze({
   lockAttemptMs: 250,
   lockWaitWarnMs: 1000,
   verifyReadBytes: 8 * 1024 * 1024,
+  applyGapMs: 2,
 });
 
 /** Fills unset options with their defaults and validates every value. */
@@ -92,6 +102,7 @@ export function resolveReplicaOptions(options: ReplicaOptions): ResolvedReplicaO
   checkIntegerOption('lockAttemptMs', merged.lockAttemptMs, 1, 60_000);
   checkIntegerOption('lockWaitWarnMs', merged.lockWaitWarnMs, 0, 3_600_000);
   checkIntegerOption('verifyReadBytes', merged.verifyReadBytes, 65536, 1 << 30);
+  checkIntegerOption('applyGapMs', merged.applyGapMs, 0, 1000);
   return Object.freeze({
     dataDir: options.dataDir,
     logger: options.logger ?? silentLogger(),
@@ -101,6 +112,7 @@ export function resolveReplicaOptions(options: ReplicaOptions): ResolvedReplicaO
     lockAttemptMs: merged.lockAttemptMs,
     lockWaitWarnMs: merged.lockWaitWarnMs,
     verifyReadBytes: merged.verifyReadBytes,
+    applyGapMs: merged.applyGapMs,
   });
 }
 

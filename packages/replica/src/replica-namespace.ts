@@ -456,7 +456,12 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
     this.#lockWaitMs = 0;
     for (const wake of this.#room.splice(0)) wake();
     if (this.#queue.length > 0 && this.#state === 'ready') {
-      this.#pump();
+      // A lock-free gap lets readers in between back-to-back batches (options.applyGapMs).
+      this.#applying = true;
+      setTimeout(() => {
+        this.#applying = false;
+        this.#pump();
+      }, this.#options.applyGapMs);
     } else {
       const done = this.#idleResolve;
       this.#idleResolve = null;
