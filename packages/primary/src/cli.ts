@@ -6,7 +6,7 @@
  * lists them all.
  */
 import { InvalidOptionError } from '@walwire/protocol';
-import { createLogger, formatHelp, parseFlags, runCommand, stopOnSignals } from '@walwire/runtime';
+import { runCommand, setupCommand, stopOnSignals } from '@walwire/runtime';
 import { PRIMARY_FLAGS } from './primary-flags.js';
 import { PrimaryDaemon } from './primary-daemon.js';
 
@@ -23,13 +23,9 @@ function parseDbs(pairs: readonly string[]): Record<string, { path: string }> {
 }
 
 async function main(): Promise<void> {
-  const { flags, help } = parseFlags(PRIMARY_FLAGS, process.argv.slice(2));
-  if (help) {
-    console.log(formatHelp('walwire-primary [flags]', 'Captures every committed transaction of SQLite databases in WAL mode and streams them to walwire replicas.', PRIMARY_FLAGS));
-    return;
-  }
-  const logger = createLogger({ name: 'walwire-primary', level: flags['log-level'] as string, ...(flags['log-pretty'] !== undefined ? { pretty: flags['log-pretty'] as boolean } : {}) });
-  if (!flags['token']) throw new InvalidOptionError('flag --token (or WALWIRE_TOKEN) is required');
+  const command = setupCommand('walwire-primary', 'Captures every committed transaction of SQLite databases in WAL mode and streams them to walwire replicas.', PRIMARY_FLAGS);
+  if (command === null) return;
+  const { flags, logger } = command;
   const daemon = await PrimaryDaemon.start({
     dataDir: flags['data-dir'] as string,
     namespaces: parseDbs(flags['db'] as string[]),

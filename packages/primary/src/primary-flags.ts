@@ -3,7 +3,7 @@ import type { FlagSpec } from '@walwire/runtime';
 /** Every flag of `walwire-primary`, with its environment variable and default (see --help). */
 export const PRIMARY_FLAGS: readonly FlagSpec[] = [
   { name: 'db', type: 'list', env: 'WALWIRE_DBS', description: 'Namespaces to serve as name=path pairs, comma-separated or repeated (e.g. --db app=/data/app.db). A missing database is created in WAL mode. Required.', default: [] },
-  { name: 'token', type: 'string', description: 'Shared bearer token replicas and HTTP clients must present. Required.' },
+  { name: 'token', type: 'string', required: true, description: 'Shared bearer token replicas and HTTP clients must present. Required.' },
   { name: 'data-dir', type: 'string', description: 'Directory for replication logs and snapshot images.', default: './walwire-primary-data' },
   { name: 'host', type: 'string', description: 'Listen address of the replication and HTTP endpoint.', default: '127.0.0.1' },
   { name: 'port', type: 'integer', description: 'Listen port; 0 picks a free one (logged as "listening").', default: 7400, min: 0, max: 65535 },

@@ -4,20 +4,15 @@
  * shuts down gracefully (in-flight applies finish, cursors are written).
  * Every flag has an environment variable; `--help` lists them all.
  */
-import { InvalidOptionError } from '@walwire/protocol';
-import { createLogger, formatHelp, parseFlags, runCommand, stopOnSignals } from '@walwire/runtime';
+import { runCommand, setupCommand, stopOnSignals } from '@walwire/runtime';
 import { REPLICA_FLAGS } from './replica-flags.js';
 import { ReplicaDaemon } from './replica-daemon.js';
 
 
 async function main(): Promise<void> {
-  const { flags, help } = parseFlags(REPLICA_FLAGS, process.argv.slice(2));
-  if (help) {
-    console.log(formatHelp('walwire-replica [flags]', 'Replicates SQLite namespaces from a walwire primary into page-exact, readable copies.', REPLICA_FLAGS));
-    return;
-  }
-  const logger = createLogger({ name: 'walwire-replica', level: flags['log-level'] as string, ...(flags['log-pretty'] !== undefined ? { pretty: flags['log-pretty'] as boolean } : {}) });
-  if (!flags['token']) throw new InvalidOptionError('flag --token (or WALWIRE_TOKEN) is required');
+  const command = setupCommand('walwire-replica', 'Replicates SQLite namespaces from a walwire primary into page-exact, readable copies.', REPLICA_FLAGS);
+  if (command === null) return;
+  const { flags, logger } = command;
   const daemon = await ReplicaDaemon.start({
     url: flags['primary'] as string,
     token: flags['token'] as string,

@@ -3,7 +3,7 @@ import type { FlagSpec } from '@walwire/runtime';
 /** Every flag of `walwire-replica`, with its environment variable and default (see --help). */
 export const REPLICA_FLAGS: readonly FlagSpec[] = [
   { name: 'primary', type: 'string', env: 'WALWIRE_PRIMARY_URL', description: 'Replication URL of the primary (ws:// or wss://host:port/v1/replicate).', default: 'ws://127.0.0.1:7400/v1/replicate' },
-  { name: 'token', type: 'string', description: 'Shared bearer token (the primary must be given the same one). Required.' },
+  { name: 'token', type: 'string', required: true, description: 'Shared bearer token (the primary must be given the same one). Required.' },
   { name: 'namespaces', type: 'list', description: 'Namespaces to replicate, comma-separated. Required.', default: [] },
   { name: 'data-dir', type: 'string', description: 'Directory for replica databases, cursors and staging.', default: './walwire-replica-data' },
   { name: 'host', type: 'string', description: 'Address of the HTTP endpoint (status, wait).', default: '127.0.0.1' },

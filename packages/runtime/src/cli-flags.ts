@@ -20,6 +20,8 @@ export interface FlagSpec {
   readonly default?: string | number | boolean | readonly string[];
   /** Shown in --help instead of the literal default (e.g. "a temp dir"). */
   readonly defaultLabel?: string;
+  /** Refuse to start without it (setupCommand). */
+  readonly required?: boolean;
   /** Integer flags: inclusive range. */
   readonly min?: number;
   readonly max?: number;

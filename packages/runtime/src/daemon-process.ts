@@ -1,4 +1,7 @@
 import type { Logger } from 'pino';
+import { InvalidOptionError } from '@walwire/protocol';
+import { type FlagSpec, type ParsedFlags, envName, formatHelp, parseFlags } from './cli-flags.js';
+import { createLogger } from './logger.js';
 
 /**
  * Process plumbing shared by `walwire-primary` and `walwire-replica`.
@@ -34,4 +37,25 @@ export function runCommand(command: string, main: () => Promise<void>): void {
     console.error(`${command}: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`);
     process.exit(2);
   });
+}
+
+/**
+ * The start of every walwire command: parse flags (and their environment
+ * variables), print `--help` and return null, check the flags marked
+ * `required`, and create the pino logger from `--log-level`/`--log-pretty`.
+ */
+export function setupCommand(command: string, summary: string, specs: readonly FlagSpec[], argv: readonly string[] = process.argv.slice(2)): { flags: ParsedFlags; logger: Logger } | null {
+  const { flags, help } = parseFlags(specs, argv);
+  if (help) {
+    console.log(formatHelp(`${command} [flags]`, summary, specs));
+    return null;
+  }
+  for (const spec of specs) {
+    if (spec.required && (flags[spec.name] === undefined || flags[spec.name] === '')) {
+      throw new InvalidOptionError(`flag --${spec.name} (or ${envName(spec)}) is required`);
+    }
+  }
+  const pretty = flags['log-pretty'];
+  const logger = createLogger({ name: command, level: flags['log-level'] as string, ...(pretty !== undefined ? { pretty: pretty as boolean } : {}) });
+  return { flags, logger };
 }
