@@ -215,6 +215,19 @@ describe('bad peers get the right close code and error code; a good replica keep
     expect((status.body['connection'] as { reconnects: number }).reconnects).toBe(0);
   });
 
+  it('an unknown namespace in HELLO gets its own non-fatal error; the replica\'s other namespaces keep streaming', async () => {
+    const { dir, db, replicaDb } = await cluster();
+    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
+    const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app', 'ghost'] });
+    await runWriter({ db }, { mode: 'load', txns: 20, rowsPerTxn: 2, payloadBytes: 100, ratePerSec: 0 });
+    await waitForCatchUp(primary, replica, 'app', db);
+    await assertConverged({ primaryDb: db, replicaDb });
+    const status = (await replica.get('/v1/status')).body['connection'] as { reconnects: number; lastError: { code: string } | null };
+    expect(status.reconnects).toBe(0);
+    expect(status.lastError?.code).toBe('WALWIRE_ERR_UNKNOWN_NAMESPACE');
+    expect(primary.child.lines.some((l) => l.includes('does not serve') && l.includes('ghost'))).toBe(true);
+  });
+
   it('the HTTP endpoints refuse a wrong token with 401 and reveal nothing', async () => {
     const { dir, db } = await cluster({ writes: 1 });
     const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });

@@ -261,11 +261,21 @@ export class ReplicaSession {
     this.#replicaId = m.replicaId;
     const welcome: WelcomeNamespace[] = [];
     const plans: { s: NsStream; mode: 'stream' | 'snapshot'; reason: string; from: number }[] = [];
+    // Namespaces are isolated (invariant 7): one this primary does not serve
+    // gets its own non-fatal ERROR and the others stream; only a HELLO that
+    // names no served namespace is refused as a whole.
+    const served = m.namespaces.filter((p) => this.#resolve(p.ns)?.log.generation !== undefined);
+    if (served.length === 0 && m.namespaces.length > 0) {
+      throw new UnknownNamespaceError(`namespace ${m.namespaces.map((p) => JSON.stringify(p.ns)).join(', ')} does not exist on this primary`);
+    }
     for (const p of m.namespaces) {
-      const ns = this.#resolve(p.ns);
-      if (ns === undefined) throw new UnknownNamespaceError(`namespace ${JSON.stringify(p.ns)} does not exist on this primary`);
-      const generation = ns.log.generation;
-      if (generation === undefined) throw new UnknownNamespaceError(`namespace ${p.ns} has no generation yet`);
+      if (served.includes(p)) continue;
+      this.#logger.warn({ ns: p.ns, replica: m.replicaId }, 'replica asked for a namespace this primary does not serve');
+      this.#send({ type: MessageType.ERROR, code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE', message: `namespace ${JSON.stringify(p.ns)} does not exist on this primary`, ns: p.ns, fatal: false });
+    }
+    for (const p of served) {
+      const ns = this.#resolve(p.ns)!;
+      const generation = ns.log.generation!;
       const head = ns.log.headSeq();
       let reason = '';
       if (p.generation === null) reason = 'new replica';
