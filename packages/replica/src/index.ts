@@ -32,6 +32,6 @@ export type { InstalledEvent } from './replica-namespace.js';
 export { Receiver, type ReceiverSink, type ReceiverState } from './receiver.js';
 export { ReplicationClient, type ClientState, type ClientStatus, type ClientEvents } from './primary-client.js';
 export { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } from './client-options.js';
-export { SnapshotInstaller, imageChecksum, readStaging, STAGING_DIR, type BootstrapProgress } from './snapshot-installer.js';
+export { SnapshotInstaller, readStaging, STAGING_DIR, type BootstrapProgress } from './snapshot-installer.js';
 export { ReplicaDaemon, type ReplicaDaemonOptions } from './replica-daemon.js';
 export { REPLICA_FLAGS } from './replica-flags.js';

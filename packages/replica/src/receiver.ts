@@ -87,7 +87,6 @@ export class Receiver {
   readonly #maxTxnBytes: number;
   readonly #streams = new Map<string, NamespaceStream>();
   #state: ReceiverState = 'awaiting-welcome';
-  #frames = 0;
 
   constructor(options: { limits: ProtocolLimits; sink: ReceiverSink; namespaces: Iterable<string>; maxTxnBytes: number }) {
     this.#limits = options.limits;
@@ -98,11 +97,6 @@ export class Receiver {
 
   get state(): ReceiverState {
     return this.#state;
-  }
-
-  /** Frames accepted so far. */
-  get frames(): number {
-    return this.#frames;
   }
 
   /** Stops accepting frames (the connection is closing). */
@@ -116,7 +110,6 @@ export class Receiver {
     if (this.#state === 'closed') throw new UnexpectedMessageError('frame received after the connection closed');
     const message = decodeMessage(frame, this.#limits);
     this.#dispatch(message);
-    this.#frames++;
   }
 
   #dispatch(m: Message): void {

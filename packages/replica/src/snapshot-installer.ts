@@ -24,11 +24,9 @@
  * - during install: the namespace's journal protocol makes the install
  *   atomic; the staging directory is removed only after it committed.
  */
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  DatabaseChecksum,
   FrameChecksumError,
   type SnapshotBeginMessage,
   type SnapshotChunkMessage,
@@ -256,19 +254,4 @@ export class SnapshotInstaller {
     }
     this.#active.clear();
   }
-}
-
-/** The database checksum of an image file, read in large slices. */
-export async function imageChecksum(path: string, pageSize: number): Promise<string> {
-  const sum = new DatabaseChecksum();
-  let pgno = 1;
-  let carry = Buffer.alloc(0);
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })) {
-    const data = carry.length ? Buffer.concat([carry, chunk as Buffer]) : (chunk as Buffer);
-    const whole = data.length - (data.length % pageSize);
-    sum.addImage(data.subarray(0, whole), pageSize, pgno);
-    pgno += whole / pageSize;
-    carry = Buffer.from(data.subarray(whole));
-  }
-  return sum.value;
 }
