@@ -230,6 +230,52 @@ export class NamespaceExistsError extends WalwireError {
   override readonly code = 'WALWIRE_ERR_NAMESPACE_EXISTS' as const;
 }
 
+// ---------------------------------------------------------------------------
+// Blobs.
+// ---------------------------------------------------------------------------
+
+/** A blob id does not match the allowed pattern (HTTP 400). */
+export class InvalidBlobIdError extends WalwireError {
+  override readonly name = 'InvalidBlobIdError' as const;
+  override readonly code = 'WALWIRE_ERR_INVALID_BLOB_ID' as const;
+}
+
+/** Blob content does not hash to the SHA-256 it was declared with (HTTP 400 on upload; a failed save on a replica). */
+export class BlobChecksumError extends WalwireError {
+  override readonly name = 'BlobChecksumError' as const;
+  override readonly code = 'WALWIRE_ERR_BLOB_CHECKSUM' as const;
+}
+
+/** A blob upload exceeds the size limit (HTTP 413). */
+export class BlobTooLargeError extends WalwireError {
+  override readonly name = 'BlobTooLargeError' as const;
+  override readonly code = 'WALWIRE_ERR_BLOB_TOO_LARGE' as const;
+}
+
+/** A blob with that id already exists with other content; delete it first (HTTP 409). */
+export class BlobExistsError extends WalwireError {
+  override readonly name = 'BlobExistsError' as const;
+  override readonly code = 'WALWIRE_ERR_BLOB_EXISTS' as const;
+}
+
+/** A blob upload ended before its declared length (HTTP 400), or a streamed blob ended short. */
+export class BlobIncompleteError extends WalwireError {
+  override readonly name = 'BlobIncompleteError' as const;
+  override readonly code = 'WALWIRE_ERR_BLOB_INCOMPLETE' as const;
+}
+
+/** A replica could not save a streamed blob (disk error or timeout); its durable cursor holds until a re-stream saves it. */
+export class BlobSaveFailedError extends WalwireError {
+  override readonly name = 'BlobSaveFailedError' as const;
+  override readonly code = 'WALWIRE_ERR_BLOB_SAVE_FAILED' as const;
+}
+
+/** A Range request lies outside the blob (HTTP 416). */
+export class RangeNotSatisfiableError extends WalwireError {
+  override readonly name = 'RangeNotSatisfiableError' as const;
+  override readonly code = 'WALWIRE_ERR_RANGE_NOT_SATISFIABLE' as const;
+}
+
 type ErrorClass = new (message: string) => WalwireError;
 
 /**
@@ -267,6 +313,13 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       ApplyFailedError,
       DatabaseCorruptError,
       NamespaceExistsError,
+      InvalidBlobIdError,
+      BlobChecksumError,
+      BlobTooLargeError,
+      BlobExistsError,
+      BlobIncompleteError,
+      BlobSaveFailedError,
+      RangeNotSatisfiableError,
     ] as ErrorClass[]
   ).map((C) => [new C('').code, C]),
 );

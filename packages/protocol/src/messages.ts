@@ -46,6 +46,10 @@ export const MessageType = {
   HEARTBEAT: 15,
   /** Both ways: a failure with a stable code. */
   ERROR: 16,
+  /** R→P: how much of one streamed blob is written; `final` ends its stream (flow-control credit). */
+  BLOB_ACK: 17,
+  /** P→R: every event of the namespace at or below `seq` has been sent on this connection. */
+  STREAM_MARK: 18,
 } as const;
 
 export type MessageTypeName = keyof typeof MessageType;
@@ -137,6 +141,11 @@ export interface TxnPartMessage {
   readonly pages: readonly PageImage[];
 }
 
+/**
+ * Opens the stream of one blob's content. `seq` is its put event; during a
+ * snapshot stream it is the snapshot's seq, and the blob is one of those the
+ * primary held at that point (bootstrap copies them before SNAPSHOT_END).
+ */
 export interface BlobBeginMessage {
   readonly type: typeof MessageType.BLOB_BEGIN;
   readonly ns: string;
@@ -182,6 +191,33 @@ export interface BlobGoneMessage {
   readonly seq: number;
   readonly blobId: string;
   readonly reason: string;
+}
+
+/** Outcome of a blob stream as the replica reports it. */
+export type BlobAckOutcome = 'progress' | 'saved' | 'present' | 'failed';
+
+export interface BlobAckMessage {
+  readonly type: typeof MessageType.BLOB_ACK;
+  readonly ns: string;
+  readonly generation: string;
+  readonly seq: number;
+  readonly blobId: string;
+  /** Content bytes received and written so far. */
+  readonly bytes: number;
+  /**
+   * `progress` while chunks arrive; the other outcomes are final and free
+   * the primary's slot: `saved` (durable and verified), `present` (already
+   * held with that content; send no more chunks), `failed` (the replica
+   * latched a gap and will re-stream it on its next connection).
+   */
+  readonly outcome: BlobAckOutcome;
+}
+
+export interface StreamMarkMessage {
+  readonly type: typeof MessageType.STREAM_MARK;
+  readonly ns: string;
+  readonly generation: string;
+  readonly seq: number;
 }
 
 export interface SnapshotBeginMessage {
@@ -267,7 +303,9 @@ export type Message =
   | SnapshotRequestMessage
   | AckMessage
   | HeartbeatMessage
-  | ErrorMessage;
+  | ErrorMessage
+  | BlobAckMessage
+  | StreamMarkMessage;
 
 /** Current protocol version and the oldest this build still speaks. */
 export const PROTOCOL_VERSION = 1;

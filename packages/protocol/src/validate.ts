@@ -259,6 +259,19 @@ const SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>([
   [MessageType.BLOB_DELETE, { shape: { type: u32, ...streamHead, blobId } }],
   [MessageType.BLOB_GONE, { shape: { type: u32, ...streamHead, blobId, reason: text } }],
   [
+    MessageType.BLOB_ACK,
+    {
+      shape: {
+        type: u32,
+        ...streamHead,
+        blobId,
+        bytes: integer(0, Number.MAX_SAFE_INTEGER),
+        outcome: oneOf('progress', 'saved', 'present', 'failed'),
+      },
+    },
+  ],
+  [MessageType.STREAM_MARK, { shape: { type: u32, ns, generation, seq } }],
+  [
     MessageType.SNAPSHOT_BEGIN,
     {
       shape: {

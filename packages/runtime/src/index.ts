@@ -9,3 +9,4 @@ export * from './integrity.js';
 export * from './metrics.js';
 export * from './sentinel.js';
 export * from './daemon-process.js';
+export * from './blob-files.js';
