@@ -43,7 +43,15 @@ export interface TxnRecord extends RecordBase {
   readonly commits: number;
 }
 
-export interface BlobPutRecord extends RecordBase {
+/** A blob event leaves the database as it was: its state is the seq before's. */
+interface BlobRecordBase extends RecordBase {
+  /** Database checksum at this seq (unchanged by the event). */
+  readonly checksum: string;
+  /** Database size in pages at this seq (unchanged by the event). */
+  readonly commitSize: number;
+}
+
+export interface BlobPutRecord extends BlobRecordBase {
   readonly kind: 'blob-put';
   readonly blobId: string;
   readonly size: number;
@@ -52,7 +60,7 @@ export interface BlobPutRecord extends RecordBase {
   readonly time: number;
 }
 
-export interface BlobDeleteRecord extends RecordBase {
+export interface BlobDeleteRecord extends BlobRecordBase {
   readonly kind: 'blob-delete';
   readonly blobId: string;
   readonly time: number;
@@ -243,9 +251,9 @@ function decodePayload(p: Buffer, generation: string, decodePages: boolean): Dec
   const idLen = p.readUInt16BE(at);
   const blobId = p.toString('utf8', at + 2, at + 2 + idLen);
   at += 2 + idLen;
-  if (kind === KIND['blob-delete']) return { record: { kind: 'blob-delete', seq, generation, blobId, time }, state };
+  if (kind === KIND['blob-delete']) return { record: { kind: 'blob-delete', seq, generation, blobId, time, checksum, commitSize }, state };
   return {
-    record: { kind: 'blob-put', seq, generation, blobId, size: p.readDoubleBE(at), sha256: p.toString('hex', at + 8, at + 40), time },
+    record: { kind: 'blob-put', seq, generation, blobId, size: p.readDoubleBE(at), sha256: p.toString('hex', at + 8, at + 40), time, checksum, commitSize },
     state,
   };
 }

@@ -86,6 +86,24 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
    * @default 1048576 (1 MiB)
    */
   readonly messageTargetBytes?: number;
+  /**
+   * Content bytes per BLOB_CHUNK (at most the protocol's maxChunkBytes).
+   * @default 262144 (256 KiB)
+   */
+  readonly blobChunkBytes?: number;
+  /**
+   * Blobs streamed to one replica at once, per namespace; further blob
+   * events queue (their announcements still go out in log order).
+   * @default 4
+   */
+  readonly maxBlobsInFlight?: number;
+  /**
+   * Blob content bytes sent to one replica, per namespace, and not yet
+   * acknowledged as written (BLOB_ACK credit). Transactions overtake at most
+   * this much blob content on the connection.
+   * @default 4194304 (4 MiB)
+   */
+  readonly blobWindowBytes?: number;
   /** Wire limits; see ProtocolLimits. */
   readonly limits?: Partial<ProtocolLimits>;
   /**
@@ -159,6 +177,9 @@ export class PrimaryDaemon {
       stallTimeoutMs: checkIntegerOption('stallTimeoutMs', options.stallTimeoutMs ?? 30_000, 10, 3_600_000),
       snapshotChunkBytes: checkIntegerOption('snapshotChunkBytes', options.snapshotChunkBytes ?? 4 * 1024 * 1024, 4096, limits.maxChunkBytes),
       messageTargetBytes: checkIntegerOption('messageTargetBytes', options.messageTargetBytes ?? 1024 * 1024, 512, limits.maxMessageBytes),
+      blobChunkBytes: checkIntegerOption('blobChunkBytes', options.blobChunkBytes ?? 256 * 1024, 512, limits.maxChunkBytes),
+      maxBlobsInFlight: checkIntegerOption('maxBlobsInFlight', options.maxBlobsInFlight ?? 4, 1, 1024),
+      blobWindowBytes: checkIntegerOption('blobWindowBytes', options.blobWindowBytes ?? 4 * 1024 * 1024, 512, 2 ** 34),
       primaryId: options.primaryId ?? `primary-${randomBytes(6).toString('hex')}`,
     };
     const sentinel = await DaemonSentinel.acquire(options.dataDir, 'walwire-primary');

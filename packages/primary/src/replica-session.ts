@@ -36,6 +36,7 @@ import {
 } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
 import type { WebSocket } from 'ws';
+import { BlobSender, type BlobSource } from './blob-sender.js';
 import { type LogSource, Sender } from './sender.js';
 import { type SnapshotSource, streamSnapshot } from './snapshot-sender.js';
 
@@ -64,6 +65,8 @@ export interface StreamableNamespace {
    * served, so the stream can continue from its next chunk.
    */
   openSnapshot(resume?: SnapshotResume): Promise<SnapshotSource>;
+  /** The namespace's blob store, when it has one. */
+  readonly blobSource?: BlobSource;
 }
 
 export interface SessionOptions {
@@ -76,6 +79,12 @@ export interface SessionOptions {
   readonly snapshotChunkBytes: number;
   /** Page bytes a TXN or TXN_PART message aims at (bounded latency and memory per message). */
   readonly messageTargetBytes: number;
+  /** Content bytes per BLOB_CHUNK. */
+  readonly blobChunkBytes: number;
+  /** Blobs streamed at once per replica and namespace. */
+  readonly maxBlobsInFlight: number;
+  /** Unacknowledged blob content per replica and namespace (BLOB_ACK credit). */
+  readonly blobWindowBytes: number;
   readonly primaryId: string;
 }
 
@@ -93,6 +102,8 @@ export interface ReplicaNamespaceStatus {
   readonly lagBytes: number;
   /** Age of the oldest commit sent and not yet acknowledged (0 when caught up). */
   readonly lagMs: number;
+  /** Blobs streaming and queued, content bytes sent, blobs reported gone. */
+  readonly blobs: { readonly inFlight: number; readonly queued: number; readonly bytesSent: number; readonly sent: number; readonly gone: number; readonly failed: number };
 }
 
 export interface SessionStatus {
@@ -109,6 +120,9 @@ interface NsStream {
   readonly ns: StreamableNamespace;
   mode: 'stream' | 'snapshot';
   sender: Sender | null;
+  blobs: BlobSender | null;
+  /** Totals of blob senders already replaced on this connection. */
+  blobTotals: { bytesSent: number; sent: number; gone: number; failed: number };
   appliedSeq: number;
   durableSeq: number;
   ackedAt: number | null;
@@ -194,6 +208,7 @@ export class ReplicaSession {
           lagSeqs: Math.max(0, s.ns.log.headSeq() - s.appliedSeq),
           lagBytes: stats?.unackedBytes ?? 0,
           lagMs: oldest === null ? 0 : Math.max(0, Date.now() - oldest),
+          blobs: this.#blobStatus(s),
         };
       }),
     };
@@ -242,6 +257,13 @@ export class ReplicaSession {
         this.#onAck(this, m.ns, m);
         return;
       }
+      case MessageType.BLOB_ACK: {
+        const s = this.#streams.get(m.ns);
+        if (s === undefined) throw new UnexpectedMessageError(`BLOB_ACK for namespace ${m.ns}, which this connection does not stream`);
+        if (m.outcome === 'failed') this.#logger.warn({ ns: m.ns, seq: m.seq, blobId: m.blobId }, 'replica failed to save a blob; it re-streams it on its next connection');
+        s.blobs?.ack(m);
+        return;
+      }
       case MessageType.SNAPSHOT_REQUEST: {
         const s = this.#streams.get(m.ns);
         if (s === undefined) throw new UnexpectedMessageError(`SNAPSHOT_REQUEST for namespace ${m.ns}, which this connection does not stream`);
@@ -288,7 +310,7 @@ export class ReplicaSession {
         else if (expected !== p.checksum) reason = `checksum mismatch at seq ${p.appliedSeq}: replica ${String(p.checksum)}, primary ${expected}`;
       }
       const mode = reason === '' ? 'stream' : 'snapshot';
-      const s: NsStream = { ns, mode, sender: null, appliedSeq: p.appliedSeq, durableSeq: p.durableSeq, ackedAt: null, snapshotBytes: 0, snapshotting: false };
+      const s: NsStream = { ns, mode, sender: null, blobs: null, blobTotals: { bytesSent: 0, sent: 0, gone: 0, failed: 0 }, appliedSeq: p.appliedSeq, durableSeq: p.durableSeq, ackedAt: null, snapshotBytes: 0, snapshotting: false };
       this.#streams.set(p.ns, s);
       welcome.push({ ns: p.ns, generation, headSeq: head, mode, reason });
       plans.push({ s, mode, reason, from: p.durableSeq + 1 });
@@ -304,6 +326,7 @@ export class ReplicaSession {
   #startSender(s: NsStream, fromSeq: number): void {
     const generation = s.ns.log.generation!;
     s.mode = 'stream';
+    const blobs = this.#newBlobSender(s, generation);
     const sender = new Sender({
       ns: s.ns.name,
       log: s.ns.log,
@@ -315,6 +338,7 @@ export class ReplicaSession {
       generation,
       fromSeq,
       appliedSeq: s.appliedSeq,
+      ...(blobs ? { blobs } : {}),
     });
     s.sender = sender;
     sender.run().then(
@@ -331,6 +355,7 @@ export class ReplicaSession {
   #startSnapshot(s: NsStream, reason: string, resume?: SnapshotResume): void {
     s.mode = 'snapshot';
     s.sender = null;
+    this.#retireBlobSender(s);
     s.snapshotting = true;
     void (async () => {
       const source = await s.ns.openSnapshot(resume);
@@ -346,6 +371,18 @@ export class ReplicaSession {
         windowBytes: this.#options.windowBytes,
         logger: this.#logger,
         reason,
+        // Bootstrap copies every blob the store holds before SNAPSHOT_END, and
+        // waits for the replica's final BLOB_ACK of each: the replica installs
+        // the image (durable cursor = snapshot seq) only with all of them saved.
+        beforeEnd: async () => {
+          const blobs = this.#newBlobSender(s, source.generation);
+          if (blobs === null) return;
+          const listed = s.ns.blobSource!.list();
+          for (const b of listed) blobs.enqueue({ seq: source.seq, blobId: b.id, size: b.size, sha256: b.sha256 }, true);
+          if (listed.length > 0) this.#logger.info({ ns: s.ns.name, blobs: listed.length }, 'bootstrap: copying blobs before the snapshot ends');
+          await blobs.drained();
+          this.#retireBlobSender(s);
+        },
       });
       s.snapshotBytes += sent.bytes;
       s.snapshotting = false;
@@ -354,6 +391,52 @@ export class ReplicaSession {
       s.durableSeq = source.seq;
       this.#startSender(s, source.seq + 1);
     })().catch((err: unknown) => this.#abort(err instanceof WalwireError ? err : new WalwireError((err as Error).message)));
+  }
+
+  #newBlobSender(s: NsStream, generation: string): BlobSender | null {
+    this.#retireBlobSender(s);
+    const source = s.ns.blobSource;
+    if (source === undefined) return null;
+    const o = this.#options;
+    const blobs = new BlobSender({
+      ns: s.ns.name,
+      generation,
+      source,
+      sink: this.#frameSink(),
+      limits: o.limits,
+      chunkBytes: o.blobChunkBytes,
+      maxBlobsInFlight: o.maxBlobsInFlight,
+      blobWindowBytes: o.blobWindowBytes,
+      logger: this.#logger,
+    });
+    blobs.onFatal = (err) => this.#abort(new WalwireError(`blob stream of ${s.ns.name} failed: ${err.message}`));
+    s.blobs = blobs;
+    return blobs;
+  }
+
+  #retireBlobSender(s: NsStream): void {
+    const b = s.blobs;
+    if (b === null) return;
+    b.stop();
+    const st = b.stats;
+    s.blobTotals.bytesSent += st.bytesSent;
+    s.blobTotals.sent += st.blobsSent;
+    s.blobTotals.gone += st.gone;
+    s.blobTotals.failed += st.failedAcks;
+    s.blobs = null;
+  }
+
+  #blobStatus(s: NsStream): ReplicaNamespaceStatus['blobs'] {
+    const st = s.blobs?.stats;
+    const t = s.blobTotals;
+    return {
+      inFlight: st?.inFlight ?? 0,
+      queued: st?.queued ?? 0,
+      bytesSent: t.bytesSent + (st?.bytesSent ?? 0),
+      sent: t.sent + (st?.blobsSent ?? 0),
+      gone: t.gone + (st?.gone ?? 0),
+      failed: t.failed + (st?.failedAcks ?? 0),
+    };
   }
 
   #frameSink(): { send: (frame: Buffer, done: (err?: Error) => void) => void; readonly closed: boolean } {
@@ -406,7 +489,10 @@ export class ReplicaSession {
   #shutdown(): void {
     this.#state = 'closed';
     for (const t of this.#timers) clearTimeout(t);
-    for (const s of this.#streams.values()) s.sender?.stop();
+    for (const s of this.#streams.values()) {
+      s.sender?.stop();
+      s.blobs?.stop();
+    }
   }
 
   #onClose(code: number, reason: string): void {

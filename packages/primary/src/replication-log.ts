@@ -215,7 +215,7 @@ export class ReplicationLog {
     const seq = this.#reserve();
     const state = this.#stateForBlob(seq);
     const time = Date.now();
-    const record: BlobPutRecord = { kind: 'blob-put', seq, generation: this.generation!, ...event, time };
+    const record: BlobPutRecord = { kind: 'blob-put', seq, generation: this.generation!, ...event, time, checksum: state.checksum, commitSize: state.commitSize };
     return this.#enqueue(encodeBlobRecord({ kind: 'blob-put', ...event }, state, time), state, record) as Promise<BlobPutRecord>;
   }
 
@@ -224,7 +224,7 @@ export class ReplicationLog {
     const seq = this.#reserve();
     const state = this.#stateForBlob(seq);
     const time = Date.now();
-    const record: BlobDeleteRecord = { kind: 'blob-delete', seq, generation: this.generation!, blobId, time };
+    const record: BlobDeleteRecord = { kind: 'blob-delete', seq, generation: this.generation!, blobId, time, checksum: state.checksum, commitSize: state.commitSize };
     return this.#enqueue(encodeBlobRecord({ kind: 'blob-delete', blobId }, state, time), state, record) as Promise<BlobDeleteRecord>;
   }
 

@@ -19,6 +19,7 @@ import {
   encodeMessage,
 } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
+import type { BlobSender } from './blob-sender.js';
 import type { LogRecord } from './log-record.js';
 
 /** What a Sender needs from the namespace's replication log. */
@@ -68,6 +69,9 @@ export class Sender {
   readonly #generation: string;
   #next: number;
   readonly #appliedSeq: number;
+  readonly #blobs: BlobSender | null;
+  /** STREAM_MARK sent: everything up to the replica's applied seq has been re-sent. */
+  #marked = false;
   #unflushed = 0;
   #messages = 0;
   #bytes = 0;
@@ -95,6 +99,8 @@ export class Sender {
     fromSeq: number;
     /** Transactions at or below this seq are skipped. */
     appliedSeq: number;
+    /** Streams blob content; without it a blob event fails the stream. */
+    blobs?: BlobSender;
   }) {
     this.ns = options.ns;
     this.#log = options.log;
@@ -106,6 +112,7 @@ export class Sender {
     this.#generation = options.generation;
     this.#next = options.fromSeq;
     this.#appliedSeq = options.appliedSeq;
+    this.#blobs = options.blobs ?? null;
     this.#stopSignal = new Promise((resolve) => (this.#signalStop = resolve));
   }
 
@@ -149,6 +156,7 @@ export class Sender {
       if (this.#failure) throw this.#failure;
       if (this.#log.generation !== this.#generation) return 'generation-changed';
       if (this.#next > this.#log.headSeq()) {
+        await this.#mark();
         await Promise.race([this.#log.nextAppend(), this.#stopSignal]);
         continue;
       }
@@ -186,15 +194,40 @@ export class Sender {
           }
         }
       } else {
-        // Blob events need the blob streamer (blob issue); until it exists a
-        // log holding them cannot be replicated, and saying so beats skipping.
+        // A blob event is announced in log order (BLOB_BEGIN / BLOB_DELETE)
+        // before the empty transaction that moves the applied seq past it,
+        // so the replica holds its durable cursor below the event before it
+        // can apply it (invariant 2). Content streams beside the log.
+        if (this.#blobs === null) throw new Error(`namespace ${this.ns} seq ${record.seq} is a ${record.kind} event and this stream has no blob source`);
         await flush();
-        throw new Error(`namespace ${this.ns} seq ${record.seq} is a ${record.kind} event; blob replication is not available in this build`);
+        const head = { ns: this.ns, generation: this.#generation, seq: record.seq, blobId: record.blobId };
+        if (record.kind === 'blob-put') {
+          await this.#emit({ type: MessageType.BLOB_BEGIN, ...head, size: record.size, sha256: record.sha256 });
+          this.#blobs.enqueue({ seq: record.seq, blobId: record.blobId, size: record.size, sha256: record.sha256 }, false);
+        } else {
+          await this.#emit({ type: MessageType.BLOB_DELETE, ...head });
+        }
+        if (record.seq > this.#appliedSeq) {
+          batch.push({ seq: record.seq, commitSize: record.commitSize, checksum: record.checksum, commitTime: record.time, pages: [] });
+        }
       }
       this.#next = record.seq + 1;
+      if (!this.#marked && this.#next - 1 >= this.#appliedSeq) await this.#mark();
       if (this.#unflushed >= this.#windowBytes) break;
     }
     await flush();
+  }
+
+  /**
+   * Once per stream, when everything up to the replica's applied seq has
+   * been sent: STREAM_MARK tells the replica that every blob event it may
+   * have applied without saving has been announced again, so its durable
+   * cursor can move past the point it held at connect.
+   */
+  async #mark(): Promise<void> {
+    if (this.#marked || this.#next - 1 < this.#appliedSeq) return;
+    this.#marked = true;
+    await this.#emit({ type: MessageType.STREAM_MARK, ns: this.ns, generation: this.#generation, seq: this.#next - 1 });
   }
 
   async #sendParts(txn: Txn, pageBudget: number): Promise<void> {

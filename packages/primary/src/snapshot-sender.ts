@@ -29,6 +29,8 @@ export async function streamSnapshot(options: {
   logger: Logger;
   reason: string;
   fromChunk?: number;
+  /** Runs after the last chunk and before SNAPSHOT_END (bootstrap blobs). */
+  beforeEnd?: () => Promise<void>;
 }): Promise<{ bytes: number }> {
   const { ns, source, sink, limits, logger } = options;
   try {
@@ -74,6 +76,8 @@ export async function streamSnapshot(options: {
       if (crc !== crcs[i]) throw new Error(`snapshot source of ${ns} changed while streaming (chunk ${i})`);
       await send(encodeMessage({ type: MessageType.SNAPSHOT_CHUNK, ...head, index: i, data, crc }, limits));
     }
+    await options.beforeEnd?.();
+    if (sink.closed) throw new Error(`connection closed during the snapshot of ${ns}`);
     await send(encodeMessage({ type: MessageType.SNAPSHOT_END, ...head }, limits));
     logger.info({ ns, seq: source.seq, bytes: sent, ms: Date.now() - started }, 'snapshot stream sent');
     return { bytes: sent };

@@ -426,6 +426,27 @@ export class ApplyWorker {
       }
       const lockPage = lockBytePage(pageSize);
       const last = plan.txns[plan.txns.length - 1]!;
+      if (plan.pages.size === 0 && plan.newSize === oldSize && plan.diverged === null) {
+        // Only blob events (empty transactions): the database does not
+        // change, so no journal and no page write; the cursor moves. Its
+        // record is deferred like step 8: a crash before it leaves the
+        // cursor at Sc over an identical database, and the stream re-sends
+        // the events from the durable seq.
+        this.#checksumStale = false;
+        this.#db.exec('ROLLBACK');
+        this.#cursor = {
+          version: cursor.version,
+          generation,
+          appliedSeq: last.seq,
+          checksum: plan.checksum,
+          durableSeq: Math.min(last.seq, Math.max(cursor.durableSeq, durableCap)),
+          pending: null,
+          diverged: null,
+        };
+        this.#unsettled = true;
+        if (settle) this.settle();
+        return { cursor: this.#cursor, txnsApplied: plan.txns.length, txnsSkipped: skipped, pagesWritten: 0, journalRecords: 0, bytesWritten: 0, lockWaitMs, totalMs: performance.now() - started, diverged: null };
+      }
 
       // Journal: page 1 always (the change counter changes), every page to be
       // written that exists now, and every page a shrink cuts off.

@@ -73,6 +73,13 @@ export interface ClientOptions {
    * @default 20
    */
   readonly ackIntervalMs?: number;
+  /**
+   * After a failed blob save latches a gap, the connection is closed and
+   * re-opened after this delay, so the re-stream from the durable seq saves
+   * the blob again (0 = at once).
+   * @default 1000
+   */
+  readonly blobRetryDelayMs?: number;
   /** Wire limits; see ProtocolLimits. */
   readonly limits?: Partial<ProtocolLimits>;
 }
@@ -92,6 +99,7 @@ export interface ResolvedClientOptions {
   readonly maxInFlightBytes: number;
   readonly maxTxnBytes: number;
   readonly ackIntervalMs: number;
+  readonly blobRetryDelayMs: number;
   readonly limits: ProtocolLimits;
 }
 
@@ -136,6 +144,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     maxInFlightBytes: checkIntegerOption('maxInFlightBytes', o.maxInFlightBytes ?? 64 * 1024 * 1024, 65536, 2 ** 40),
     maxTxnBytes: checkIntegerOption('maxTxnBytes', o.maxTxnBytes ?? 1024 * 1024 * 1024, 65536, 2 ** 40),
     ackIntervalMs: checkIntegerOption('ackIntervalMs', o.ackIntervalMs ?? 20, 0, 60_000),
+    blobRetryDelayMs: checkIntegerOption('blobRetryDelayMs', o.blobRetryDelayMs ?? 1000, 0, HOUR),
     limits: resolveProtocolLimits(o.limits),
   };
 }

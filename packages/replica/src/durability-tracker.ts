@@ -3,12 +3,19 @@
  * blob event at or before it is durably saved and verified. It never exceeds
  * the applied seq and never moves backwards.
  *
- * Without blob events (this issue) it advances with the applied seq. The blob
- * writer holds it back with `hold(seq)` for each blob event still being
- * saved and `release(seq)` once saved, and latches a gap with `latchGap(seq)`
- * after a failed save: the durable seq then stays below that seq while
- * transactions keep being applied, until the re-stream from the durable seq
- * saves the blob and `clearGap()` is called.
+ * Three things hold it below the applied seq:
+ * - a hold per blob event announced on this connection and not yet saved
+ *   (`hold` at BLOB_BEGIN / BLOB_DELETE, `release` once durable): the
+ *   announcement precedes the event's seq in the stream, so the hold is in
+ *   place before the seq can be applied;
+ * - a latched gap after a failed save (`latchGap`): the cursor stays below
+ *   it for the rest of the connection while transactions keep applying;
+ * - a barrier while the re-stream is incomplete: whenever the durable seq is
+ *   below the applied seq at the start of a connection (after a gap, a
+ *   dropped connection or a restart), the blob events in between are not
+ *   known to be saved. The primary re-announces them all from the durable
+ *   seq + 1 and then sends STREAM_MARK; `mark` lifts the barrier, and from
+ *   then on the re-announced events' holds alone decide.
  */
 import { InvalidTxnError } from '@walwire/protocol';
 
@@ -17,10 +24,13 @@ export class DurabilityTracker {
   #durable: number;
   readonly #held = new Set<number>();
   #gap: number | null = null;
+  /** The applied seq the re-stream must pass before the durable seq may move, or null. */
+  #barrier: number | null;
 
   constructor(appliedSeq: number, durableSeq: number) {
     this.#applied = appliedSeq;
     this.#durable = Math.min(durableSeq, appliedSeq);
+    this.#barrier = this.#durable < appliedSeq ? appliedSeq : null;
   }
 
   /** The current durable seq. */
@@ -38,11 +48,17 @@ export class DurabilityTracker {
     return this.#gap;
   }
 
+  /** The applied seq a re-stream must pass before the cursor moves, or null. */
+  get barrierSeq(): number | null {
+    return this.#barrier;
+  }
+
   /**
    * The highest seq the durable cursor may reach right now if `appliedSeq`
    * were applied: the applier records this cap with each batch.
    */
   capFor(appliedSeq: number): number {
+    if (this.#barrier !== null) return this.#durable;
     let cap = appliedSeq;
     for (const s of this.#held) cap = Math.min(cap, s - 1);
     if (this.#gap !== null) cap = Math.min(cap, this.#gap - 1);
@@ -75,10 +91,27 @@ export class DurabilityTracker {
     return this.noteApplied(this.#applied);
   }
 
-  /** A blob save at `seq` failed: hold the durable seq below it until `clearGap`. */
+  /** A blob save at `seq` failed: hold the durable seq below it until the next connection's re-stream. */
   latchGap(seq: number): void {
     this.#held.delete(seq);
     if (this.#gap === null || seq < this.#gap) this.#gap = Math.max(seq, this.#durable + 1);
+  }
+
+  /**
+   * A new connection streams this namespace from the durable seq + 1. What
+   * the old one had in flight is void (its holds and gap fold into the
+   * barrier), and the cursor waits for this stream's STREAM_MARK.
+   */
+  startStream(): void {
+    this.#held.clear();
+    this.#gap = null;
+    this.#barrier = this.#durable < this.#applied ? this.#applied : null;
+  }
+
+  /** STREAM_MARK: every event at or below `seq` has been announced on this connection. Returns the new durable seq. */
+  mark(seq: number): number {
+    if (this.#barrier !== null && seq >= this.#barrier) this.#barrier = null;
+    return this.noteApplied(this.#applied);
   }
 
   /**
@@ -90,9 +123,10 @@ export class DurabilityTracker {
     this.#durable = Math.min(durableSeq, appliedSeq);
     this.#held.clear();
     this.#gap = null;
+    this.#barrier = null;
   }
 
-  /** The gap was repaired by a re-stream. Returns the new durable seq. */
+  /** The gap was repaired. Returns the new durable seq. */
   clearGap(): number {
     this.#gap = null;
     return this.noteApplied(this.#applied);

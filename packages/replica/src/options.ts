@@ -63,6 +63,13 @@ export interface ReplicaOptions {
    * @default 2
    */
   readonly applyGapMs?: number;
+  /**
+   * A streamed blob that has received content but makes no progress for
+   * this long counts as a failed save (the durable cursor holds below it
+   * and the next connection re-streams it).
+   * @default 60000
+   */
+  readonly blobStallTimeoutMs?: number;
 }
 
 export interface ResolvedReplicaOptions {
@@ -75,6 +82,7 @@ export interface ResolvedReplicaOptions {
   readonly lockWaitWarnMs: number;
   readonly verifyReadBytes: number;
   readonly applyGapMs: number;
+  readonly blobStallTimeoutMs: number;
 }
 
 export const DEFAULT_REPLICA_OPTIONS = Object.freeze({
@@ -85,6 +93,7 @@ export const DEFAULT_REPLICA_OPTIONS = Object.freeze({
   lockWaitWarnMs: 1000,
   verifyReadBytes: 8 * 1024 * 1024,
   applyGapMs: 2,
+  blobStallTimeoutMs: 60_000,
 });
 
 /** Fills unset options with their defaults and validates every value. */
@@ -103,6 +112,7 @@ export function resolveReplicaOptions(options: ReplicaOptions): ResolvedReplicaO
   checkIntegerOption('lockWaitWarnMs', merged.lockWaitWarnMs, 0, 3_600_000);
   checkIntegerOption('verifyReadBytes', merged.verifyReadBytes, 65536, 1 << 30);
   checkIntegerOption('applyGapMs', merged.applyGapMs, 0, 1000);
+  checkIntegerOption('blobStallTimeoutMs', merged.blobStallTimeoutMs, 10, 3_600_000);
   return Object.freeze({
     dataDir: options.dataDir,
     logger: options.logger ?? silentLogger(),
@@ -113,6 +123,7 @@ export function resolveReplicaOptions(options: ReplicaOptions): ResolvedReplicaO
     lockWaitWarnMs: merged.lockWaitWarnMs,
     verifyReadBytes: merged.verifyReadBytes,
     applyGapMs: merged.applyGapMs,
+    blobStallTimeoutMs: merged.blobStallTimeoutMs,
   });
 }
 

@@ -28,6 +28,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import {
+  type BlobBeginMessage,
+  type BlobChunkMessage,
+  type BlobDeleteMessage,
+  type BlobEndMessage,
+  type BlobGoneMessage,
+  BlobSaveFailedError,
   CloseCode,
   ClosedError,
   DivergedError,
@@ -98,6 +104,8 @@ class Connection {
   readonly snapshotRequested = new Set<string>();
   paused = false;
   welcomed = false;
+  /** Pending reconnect after a failed blob save. */
+  blobRetry: NodeJS.Timeout | null = null;
   closing = false;
 
   constructor(
@@ -126,6 +134,8 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
   #bytes = 0;
   #stopped: Promise<void> | null = null;
   #onDurable = ({ ns }: { readonly ns: string }): void => this.#scheduleAck(ns);
+  /** Namespaces whose blob writer's gap events this client follows. */
+  readonly #watched = new WeakSet<ReplicaNamespace>();
 
   constructor(replica: Replica, options: ClientOptions, logger?: Logger) {
     super();
@@ -256,6 +266,14 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         this.#state = 'streaming';
         this.#backoff.reset();
         for (const n of m.namespaces) {
+          const opened = this.#replica.opened(n.ns);
+          if (opened !== undefined) {
+            this.#watchBlobs(opened, log);
+            opened.blobs.startConnection();
+            // What the last connection had in flight is void: the durable
+            // cursor waits for this stream's STREAM_MARK (DurabilityTracker).
+            if (n.mode === 'stream') opened.durability.startStream();
+          }
           if (n.mode === 'snapshot') {
             log.info({ ns: n.ns, generation: n.generation, reason: n.reason }, 'primary requires a snapshot');
             this.#track(conn, 0, this.#requestSnapshot(conn, n.ns, n.reason), n.ns, log);
@@ -299,6 +317,11 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         this.#track(conn, m.data.length, staged, m.ns, log);
       },
       snapshotEnd: (ns, generation, seq) => {
+        if (this.#replica.opened(ns)?.blobs.bootstrapFailed(generation, seq) === true) {
+          // The image stays staged; the next connection resumes it and copies the blobs again.
+          this.#abort(conn, new BlobSaveFailedError(`bootstrap of ${ns} at seq ${seq}: a blob could not be saved; the snapshot is installed once a re-stream saves it`), log, CloseCode.GOING_AWAY);
+          return;
+        }
         const gate = conn.gates.get(ns);
         const installed = this.#snapshots.end(ns, generation, seq);
         // Opened on failure too: the failure aborts the connection, and the
@@ -310,8 +333,25 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         }).catch(() => {});
         this.#track(conn, 0, installed, ns, log);
       },
-      blob: (m) => {
-        throw new UnexpectedMessageError(`blob replication is not supported by this replica build (${m.ns}, seq ${m.seq})`);
+      blob: (m, bootstrap) => {
+        // Blob events of the stream queue behind a snapshot install like
+        // transactions do (same gate, registered in stream order, so a hold
+        // is in place before its event's empty transaction applies);
+        // bootstrap blobs belong to the snapshot itself and cannot wait.
+        const gate = bootstrap ? undefined : conn.gates.get(m.ns);
+        if (gate === undefined) this.#blob(conn, m, bootstrap, log);
+        else void gate.done.then(() => this.#blob(conn, m, bootstrap, log));
+      },
+      mark: (ns, generation, seq) => {
+        const run = (): void => {
+          const n = this.#replica.opened(ns);
+          if (n === undefined || conn.closing || n.position.generation !== generation) return;
+          n.durability.mark(seq);
+          n.scheduleDurableSync();
+        };
+        const gate = conn.gates.get(ns);
+        if (gate === undefined) run();
+        else void gate.done.then(run);
       },
       heartbeat: () => {},
       peerError: (m: ErrorMessage) => {
@@ -319,6 +359,51 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         this.#recordError(new WalwireError(m.message), m.code);
       },
     };
+  }
+
+  /** Hands one blob message to its namespace's BlobWriter; BLOB_ACKs go back on this connection. */
+  #blob(conn: Connection, m: BlobBeginMessage | BlobChunkMessage | BlobEndMessage | BlobDeleteMessage | BlobGoneMessage, bootstrap: boolean, log: Logger): void {
+    const n = this.#replica.opened(m.ns);
+    if (n === undefined || conn.closing) return;
+    try {
+      switch (m.type) {
+        case MessageType.BLOB_BEGIN:
+          n.blobs.begin(m, bootstrap, (outcome, bytes) =>
+            this.#send(conn, { type: MessageType.BLOB_ACK, ns: m.ns, generation: m.generation, seq: m.seq, blobId: m.blobId, bytes, outcome }),
+          );
+          return;
+        case MessageType.BLOB_CHUNK:
+          n.blobs.chunk(m);
+          return;
+        case MessageType.BLOB_END:
+          n.blobs.end(m);
+          return;
+        case MessageType.BLOB_GONE:
+          n.blobs.gone(m);
+          return;
+        case MessageType.BLOB_DELETE:
+          n.blobs.delete(m);
+          return;
+      }
+    } catch (err) {
+      const e = err instanceof WalwireError ? err : new WalwireError(String((err as Error)?.message ?? err));
+      this.#abort(conn, e, log);
+    }
+  }
+
+  /** A failed blob save latched a gap: reconnect (after blobRetryDelayMs) so the re-stream saves it. */
+  #watchBlobs(ns: ReplicaNamespace, log: Logger): void {
+    if (this.#watched.has(ns)) return;
+    this.#watched.add(ns);
+    ns.blobs.on('gap', ({ seq, blobId, error }) => {
+      const conn = this.#conn;
+      if (conn === null || conn.closing || conn.blobRetry !== null) return;
+      log.warn({ ns: ns.name, seq, blobId, code: error.code, delayMs: this.options.blobRetryDelayMs }, 'blob save failed; reconnecting to re-stream from the durable cursor');
+      conn.blobRetry = setTimeout(() => {
+        if (!conn.closing) this.#close(conn, CloseCode.GOING_AWAY, `re-stream to save blob ${blobId} of ${ns.name}`);
+      }, this.options.blobRetryDelayMs);
+      conn.timers.push(conn.blobRetry);
+    });
   }
 
   /** Asks for a snapshot, naming the one partly staged (if any) so the primary can resume it. */
@@ -436,6 +521,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
       );
       return;
     }
+    for (const name of o.namespaces) this.#replica.opened(name)?.blobs.checkStalls(now);
     if (conn.welcomed && now - conn.lastSentAt >= o.heartbeatIntervalMs) {
       this.#send(conn, { type: MessageType.HEARTBEAT, sentAt: now });
     }
@@ -483,6 +569,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
     for (const t of conn.timers) clearTimeout(t);
     for (const t of conn.ackTimers.values()) clearTimeout(t);
     this.#snapshots.abort();
+    for (const name of this.options.namespaces) this.#replica.opened(name)?.blobs.abortAll();
     log.info({ code, reason }, 'disconnected');
     this.emit('disconnected', { code, reason });
     await Promise.allSettled(conn.pending);

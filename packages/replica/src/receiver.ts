@@ -17,6 +17,11 @@
  *     snapshot ──SNAPSHOT_CHUNK (in order)──┘
  *     stream ──TXN_PART 0──▶ assembling ──TXN_PART n-1──▶ stream (whole txn to the sink)
  *
+ * Blob messages may come between any two of these (their content is
+ * interleaved with the log); a BLOB_BEGIN or BLOB_DELETE in stream mode
+ * names a seq above every transaction delivered, and inside a snapshot
+ * stream only the snapshot's own seq (the bootstrap copy of its blobs).
+ *
  * Any violation throws a ProtocolError subclass whose `code` the client sends
  * back in an ERROR message before closing: a frame that fails its CRC
  * (WALWIRE_ERR_FRAME_CHECKSUM) is never decoded, and nothing from it reaches
@@ -54,7 +59,10 @@ export interface ReceiverSink {
   snapshotBegin(message: SnapshotBeginMessage): void;
   snapshotChunk(message: SnapshotChunkMessage): void;
   snapshotEnd(ns: string, generation: string, seq: number): void;
-  blob(message: BlobBeginMessage | BlobChunkMessage | BlobEndMessage | BlobDeleteMessage | BlobGoneMessage): void;
+  /** A blob message; `bootstrap` when it belongs to a snapshot stream (copying the blobs held at the snapshot's seq). */
+  blob(message: BlobBeginMessage | BlobChunkMessage | BlobEndMessage | BlobDeleteMessage | BlobGoneMessage, bootstrap: boolean): void;
+  /** STREAM_MARK: every event of `ns` at or below `seq` has been sent on this connection. */
+  mark(ns: string, generation: string, seq: number): void;
   heartbeat(sentAt: number): void;
   peerError(message: ErrorMessage): void;
 }
@@ -174,11 +182,27 @@ export class Receiver {
       case MessageType.BLOB_BEGIN:
       case MessageType.BLOB_CHUNK:
       case MessageType.BLOB_END:
-      case MessageType.BLOB_DELETE:
       case MessageType.BLOB_GONE:
-        this.#stream(m.ns, m.generation, 'stream', m.type);
-        this.#sink.blob(m);
+      case MessageType.BLOB_DELETE: {
+        const s = this.#stream(m.ns, m.generation, null, m.type);
+        if (m.generation !== s.generation) {
+          throw new UnexpectedMessageError(`${messageTypeName(m.type)} for ${m.ns} carries generation ${m.generation}, the stream is ${s.generation}`);
+        }
+        const bootstrap = s.mode === 'snapshot';
+        if (bootstrap && (m.seq !== s.lastSeq || m.type === MessageType.BLOB_DELETE)) {
+          throw new UnexpectedMessageError(`${messageTypeName(m.type)} for ${m.ns} seq ${m.seq} inside the snapshot stream of seq ${s.lastSeq}`);
+        }
+        if (!bootstrap && (m.type === MessageType.BLOB_BEGIN || m.type === MessageType.BLOB_DELETE) && m.seq <= s.lastSeq) {
+          throw new UnexpectedMessageError(`${messageTypeName(m.type)} for ${m.ns} seq ${m.seq} is not above the last seq received, ${s.lastSeq}`);
+        }
+        this.#sink.blob(m, bootstrap);
         return;
+      }
+      case MessageType.STREAM_MARK: {
+        this.#stream(m.ns, m.generation, 'stream', m.type);
+        this.#sink.mark(m.ns, m.generation, m.seq);
+        return;
+      }
       default:
         throw new UnexpectedMessageError(`${messageTypeName(m.type)} is not sent by a primary`);
     }

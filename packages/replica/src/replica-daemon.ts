@@ -153,14 +153,15 @@ export class ReplicaDaemon {
 
   /**
    * Resolves once `ns` has applied seq `seq` (of `generation`, when given);
-   * rejects with WALWIRE_ERR_TIMEOUT after `timeoutMs`.
+   * with `durable`, once its durable seq reached it (every blob event up to
+   * `seq` saved). Rejects with WALWIRE_ERR_TIMEOUT after `timeoutMs`.
    */
-  async waitForSeq(ns: string, seq: number, options: { timeoutMs?: number; generation?: string } = {}): Promise<ReplicaPosition> {
+  async waitForSeq(ns: string, seq: number, options: { timeoutMs?: number; generation?: string; durable?: boolean } = {}): Promise<ReplicaPosition> {
     const timeoutMs = options.timeoutMs ?? 5000;
     const namespace = await this.replica.namespace(ns);
     const reached = (): boolean => {
       const p = namespace.position;
-      return p.appliedSeq >= seq && (options.generation === undefined || p.generation === options.generation);
+      return (options.durable === true ? p.durableSeq : p.appliedSeq) >= seq && (options.generation === undefined || p.generation === options.generation);
     };
     if (reached()) return namespace.position;
     return new Promise<ReplicaPosition>((resolve, reject) => {
@@ -172,13 +173,15 @@ export class ReplicaDaemon {
       const timer = setTimeout(() => {
         cleanup();
         const p = namespace.position;
-        reject(new TimeoutError(`wait for seq ${seq} of ${ns} timed out after ${timeoutMs} ms (applied seq ${p.appliedSeq}, generation ${String(p.generation)}, connection ${this.client.status.state})`));
+        reject(new TimeoutError(`wait for ${options.durable === true ? 'durable ' : ''}seq ${seq} of ${ns} timed out after ${timeoutMs} ms (applied seq ${p.appliedSeq}, durable seq ${p.durableSeq}, generation ${String(p.generation)}, connection ${this.client.status.state})`));
       }, timeoutMs);
       const cleanup = (): void => {
         clearTimeout(timer);
         namespace.off('applied', onApplied);
+        namespace.off('durable', onApplied);
       };
       namespace.on('applied', onApplied);
+      namespace.on('durable', onApplied);
     });
   }
 
@@ -204,6 +207,7 @@ export class ReplicaDaemon {
         diverged: st.diverged !== null,
         gap: gapSeq !== null,
         gapSeq,
+        blobs: ns.blobs.status,
         bootstrap: client.bootstrap.find((b) => b.ns === name) ?? null,
       });
     }
@@ -257,7 +261,8 @@ export class ReplicaDaemon {
         checkIntegerOption('seq', seq, 0, Number.MAX_SAFE_INTEGER);
         checkIntegerOption('timeoutMs', timeoutMs, 0, 3_600_000);
         const generation = url.searchParams.get('generation') ?? undefined;
-        return sendJson(res, 200, { ns: wait['ns'], ...(await this.waitForSeq(wait['ns']!, seq, { timeoutMs, ...(generation ? { generation } : {}) })) });
+        const durable = url.searchParams.get('durable') === '1' || url.searchParams.get('durable') === 'true';
+        return sendJson(res, 200, { ns: wait['ns'], ...(await this.waitForSeq(wait['ns']!, seq, { timeoutMs, durable, ...(generation ? { generation } : {}) })) });
       }
       throw new NotFoundError(`no route for ${req.method} ${url.pathname}`);
     } catch (err) {

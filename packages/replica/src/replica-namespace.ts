@@ -29,6 +29,7 @@ import {
 } from '@walwire/protocol';
 import { type Logger, removeStaleTemps } from '@walwire/runtime';
 import { Applier } from './applier.js';
+import { BlobWriter } from './blob-writer.js';
 import type { ApplyResult, InstallImage, RecoverResult } from './apply-worker.js';
 import type { CursorRecord, DivergedState } from './cursor-store.js';
 import { keptDatabaseFd } from './database-file.js';
@@ -38,6 +39,8 @@ import type { ResolvedReplicaOptions } from './options.js';
 /** File names inside a namespace's directory. */
 export const DATABASE_FILE = 'db.sqlite';
 export const CURSOR_FILE = 'cursor.json';
+/** Directory of the namespace's blobs (BlobDirectory layout). */
+export const BLOBS_DIR = 'blobs';
 
 export interface ReplicaPosition {
   /** null until the namespace holds a copy. */
@@ -147,6 +150,10 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
   readonly #log: Logger;
   readonly #applier: Applier;
   readonly #durability: DurabilityTracker;
+  /** Saves streamed blobs; its releases move the durable cursor. */
+  readonly blobs: BlobWriter;
+  #durableSync: Promise<unknown> | null = null;
+  #durableAgain = false;
   readonly #startup: StartupReport;
   #cursor: CursorRecord;
   #state: NamespaceState;
@@ -178,6 +185,29 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
     this.#startup = { decision: recovered.decision, hadJournal: recovered.hadJournal, verifyBytes: recovered.verifyBytes, verifyMs: recovered.verifyMs };
     this.#state = recovered.cursor.diverged === null ? 'ready' : 'diverged';
     applier.onLockWait = (waitedMs) => this.#onLockWait(waitedMs);
+    this.blobs = new BlobWriter({ ns: name, dir: join(dir, BLOBS_DIR), durability: this.#durability, logger: this.#log, stallTimeoutMs: options.blobStallTimeoutMs });
+    this.blobs.on('release', () => this.scheduleDurableSync());
+  }
+
+  /**
+   * Writes the durable seq the tracker allows, one write at a time: releases
+   * that arrive during a write are covered by one more write after it.
+   */
+  scheduleDurableSync(): void {
+    if (this.#durableSync !== null) {
+      this.#durableAgain = true;
+      return;
+    }
+    if (this.#state !== 'ready') return;
+    this.#durableSync = this.syncDurable()
+      .catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'durable cursor write failed; it is retried at the next release'))
+      .finally(() => {
+        this.#durableSync = null;
+        if (this.#durableAgain) {
+          this.#durableAgain = false;
+          this.scheduleDurableSync();
+        }
+      });
   }
 
   /**

@@ -22,6 +22,8 @@ const FORWARDED = ['applied', 'durable', 'apply-delayed', 'diverged', 'snapshot-
 export class Replica extends EventEmitter<NamespaceEvents> {
   readonly options: ResolvedReplicaOptions;
   readonly #namespaces = new Map<string, Promise<ReplicaNamespace>>();
+  /** The namespaces whose open has completed, for synchronous lookups in stream order. */
+  readonly #opened = new Map<string, ReplicaNamespace>();
   #closed = false;
 
   private constructor(options: ResolvedReplicaOptions) {
@@ -56,12 +58,18 @@ export class Replica extends EventEmitter<NamespaceEvents> {
             (this as unknown as EventEmitter).emit(event, payload);
           });
         }
+        if (this.#namespaces.get(name) === opening) this.#opened.set(name, ns);
         return ns;
       });
       opening.catch(() => this.#namespaces.delete(name));
       this.#namespaces.set(name, opening);
     }
     return opening;
+  }
+
+  /** The namespace `name` if its open has completed, else undefined. */
+  opened(name: string): ReplicaNamespace | undefined {
+    return this.#opened.get(name);
   }
 
   /** The open namespace `name`; throws UnknownNamespaceError when it is not open. */
@@ -80,6 +88,7 @@ export class Replica extends EventEmitter<NamespaceEvents> {
     const ns = this.#namespaces.get(name);
     if (ns === undefined) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not open on this replica`);
     this.#namespaces.delete(name);
+    this.#opened.delete(name);
     await (await ns).close();
   }
 
@@ -100,5 +109,6 @@ export class Replica extends EventEmitter<NamespaceEvents> {
     const all = await Promise.allSettled([...this.#namespaces.values()]);
     await Promise.all(all.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
     this.#namespaces.clear();
+    this.#opened.clear();
   }
 }

@@ -27,7 +27,8 @@ function setup(maxTxnBytes = 1 << 20) {
     snapshotBegin: (m) => calls.push(`snapshot-begin ${m.seq}`),
     snapshotChunk: (m) => calls.push(`chunk ${m.index}`),
     snapshotEnd: (ns, gen, seq) => calls.push(`snapshot-end ${seq}`),
-    blob: (m) => calls.push(`blob ${m.type}`),
+    blob: (m, bootstrap) => calls.push(`blob ${m.type}${bootstrap ? ' bootstrap' : ''}`),
+    mark: (ns, gen, seq) => calls.push(`mark ${seq}`),
     heartbeat: () => calls.push('heartbeat'),
     peerError: (m) => calls.push(`error ${m.code}`),
   };
@@ -134,5 +135,37 @@ describe('Receiver', () => {
     feed({ type: MessageType.ERROR, code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE', message: 'x', ns: 'app', fatal: false });
     feed({ type: MessageType.BLOB_DELETE, ns: 'app', generation: G, seq: 3, blobId: 'b1' });
     expect(calls).toEqual(['welcome', 'error WALWIRE_ERR_UNKNOWN_NAMESPACE', `blob ${MessageType.BLOB_DELETE}`]);
+  });
+
+  it('orders blob announcements against transactions and allows bootstrap blobs only at the snapshot seq', () => {
+    const { feed, calls, code } = setup();
+    feed(welcome());
+    const sha = 'a'.repeat(64);
+    feed({ type: MessageType.BLOB_BEGIN, ns: 'app', generation: G, seq: 5, blobId: 'b1', size: 3, sha256: sha });
+    // The empty transaction of the event follows its announcement.
+    feed({ type: MessageType.TXN, ns: 'app', generation: G, txns: [{ seq: 5, commitSize: 1, checksum: '0000000000000000', commitTime: 1, pages: [] }] });
+    feed({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: G, seq: 5, blobId: 'b1', offset: 0, data: new Uint8Array(3), crc: 0 });
+    feed({ type: MessageType.STREAM_MARK, ns: 'app', generation: G, seq: 5 });
+    // An announcement at or below a delivered seq is out of order.
+    expect(code({ type: MessageType.BLOB_DELETE, ns: 'app', generation: G, seq: 5, blobId: 'b2' })).toBe('WALWIRE_ERR_UNEXPECTED_MESSAGE');
+    expect(calls).toEqual(['welcome', `blob ${MessageType.BLOB_BEGIN}`, 'txns app 5 0', `blob ${MessageType.BLOB_CHUNK}`, 'mark 5']);
+  });
+
+  it('takes bootstrap blobs inside a snapshot stream at its seq only, and no deletes there', () => {
+    const { feed, calls, code } = setup();
+    feed(welcome('snapshot'));
+    const head = { ns: 'app', generation: G, seq: 9 };
+    feed({ type: MessageType.SNAPSHOT_BEGIN, ...head, pageSize: 512, pageCount: 1, checksum: '0000000000000000', chunkPages: 1, chunkCrcs: [0], fromChunk: 0 });
+    feed({ type: MessageType.BLOB_BEGIN, ...head, blobId: 'b1', size: 0, sha256: 'e'.repeat(64) });
+    expect(code({ type: MessageType.BLOB_BEGIN, ...head, seq: 8, blobId: 'b2', size: 0, sha256: 'e'.repeat(64) })).toBe('WALWIRE_ERR_UNEXPECTED_MESSAGE');
+    expect(calls).toEqual(['welcome', 'snapshot-begin 9', `blob ${MessageType.BLOB_BEGIN} bootstrap`]);
+  });
+
+  it('refuses a blob delete inside a snapshot stream', () => {
+    const { feed, code } = setup();
+    feed(welcome('snapshot'));
+    const head = { ns: 'app', generation: G, seq: 9 };
+    feed({ type: MessageType.SNAPSHOT_BEGIN, ...head, pageSize: 512, pageCount: 1, checksum: '0000000000000000', chunkPages: 1, chunkCrcs: [0], fromChunk: 0 });
+    expect(code({ type: MessageType.BLOB_DELETE, ...head, blobId: 'b1' })).toBe('WALWIRE_ERR_UNEXPECTED_MESSAGE');
   });
 });
