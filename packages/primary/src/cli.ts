@@ -38,6 +38,9 @@ async function main(): Promise<void> {
     walTruncateBytes: flags['wal-truncate-bytes'] as number,
     segmentBytes: flags['segment-bytes'] as number,
     snapshotChunkBytes: flags['snapshot-chunk-bytes'] as number,
+    blobChunkBytes: flags['blob-chunk-bytes'] as number,
+    maxBlobsInFlight: flags['max-blobs-in-flight'] as number,
+    blobWindowBytes: flags['blob-window-bytes'] as number,
     retention: {
       maxBytes: flags['retention-max-bytes'] as number,
       maxAgeMs: flags['retention-max-age-ms'] as number,

@@ -19,6 +19,9 @@ export const PRIMARY_FLAGS: readonly FlagSpec[] = [
   { name: 'retention-interval-ms', type: 'integer', description: 'Interval between retention passes.', default: 30000, min: 10 },
   { name: 'segment-bytes', type: 'integer', description: 'Size at which the replication log starts a new segment (the unit of retention).', default: 67108864, min: 65536 },
   { name: 'snapshot-chunk-bytes', type: 'integer', description: 'Bytes per snapshot chunk sent to a bootstrapping replica (a crash mid-bootstrap re-fetches at most about one).', default: 4194304, min: 4096, max: 4194304 },
+  { name: 'blob-chunk-bytes', type: 'integer', description: 'Blob content bytes per BLOB_CHUNK message.', default: 262144, min: 512, max: 4194304 },
+  { name: 'max-blobs-in-flight', type: 'integer', description: 'Blobs streamed at once to one replica, per namespace (further blob events queue).', default: 4, min: 1, max: 1024 },
+  { name: 'blob-window-bytes', type: 'integer', description: 'Blob content sent to one replica, per namespace, and not yet acknowledged as written; transactions overtake at most this much blob content.', default: 4194304, min: 512 },
   { name: 'log-level', type: 'string', description: 'pino level: trace, debug, info, warn, error.', default: 'info' },
   { name: 'log-pretty', type: 'boolean', description: 'Human-readable log lines instead of JSON.', defaultLabel: 'on when stdout is a terminal' },
 ];

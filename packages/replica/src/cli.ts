@@ -24,6 +24,8 @@ async function main(): Promise<void> {
     heartbeatTimeoutMs: flags['heartbeat-timeout-ms'] as number,
     reconnectMaxMs: flags['reconnect-max-ms'] as number,
     stallTimeoutMs: flags['stall-timeout-ms'] as number,
+    blobRetryDelayMs: flags['blob-retry-delay-ms'] as number,
+    blobStallTimeoutMs: flags['blob-stall-timeout-ms'] as number,
     ...(flags['replica-id'] ? { replicaId: flags['replica-id'] as string } : {}),
     ...(flags['tls-ca'] ? { tlsCaPath: flags['tls-ca'] as string } : {}),
     logger,

@@ -14,6 +14,8 @@ export const REPLICA_FLAGS: readonly FlagSpec[] = [
   { name: 'heartbeat-timeout-ms', type: 'integer', description: 'Silence after which the primary is considered dead.', default: 5000, min: 20 },
   { name: 'reconnect-max-ms', type: 'integer', description: 'Largest delay between reconnect attempts (exponential backoff with jitter).', default: 5000, min: 1 },
   { name: 'stall-timeout-ms', type: 'integer', description: 'A connection paused for back-pressure that commits nothing for this long is reconnected.', default: 30000, min: 10 },
+  { name: 'blob-retry-delay-ms', type: 'integer', description: 'After a failed blob save, reconnect after this delay so the re-stream from the durable cursor saves it again (0 = at once).', default: 1000, min: 0 },
+  { name: 'blob-stall-timeout-ms', type: 'integer', description: 'A streamed blob with no progress for this long counts as a failed save.', default: 60000, min: 10 },
   { name: 'log-level', type: 'string', description: 'pino level: trace, debug, info, warn, error.', default: 'info' },
   { name: 'log-pretty', type: 'boolean', description: 'Human-readable log lines instead of JSON.', defaultLabel: 'on when stdout is a terminal' },
 ];
