@@ -35,3 +35,5 @@ export { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } 
 export { SnapshotInstaller, readStaging, STAGING_DIR, type BootstrapProgress } from './snapshot-installer.js';
 export { ReplicaDaemon, type ReplicaDaemonOptions } from './replica-daemon.js';
 export { REPLICA_FLAGS } from './replica-flags.js';
+export { BlobWriter, type BlobWriterStatus, type BlobWriterEvents, type BlobAckFn } from './blob-writer.js';
+export { BLOBS_DIR } from './replica-namespace.js';

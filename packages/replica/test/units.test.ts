@@ -108,4 +108,33 @@ describe('DurabilityTracker', () => {
     t.noteDurable(25);
     expect(t.durableSeq).toBe(30);
   });
+
+  it('restarted with durable below applied: holds until the re-stream passes the applied seq (regression: durable jumped over unsaved blob events)', () => {
+    const t = new DurabilityTracker(20, 12);
+    expect(t.barrierSeq).toBe(20);
+    expect(t.noteApplied(25)).toBe(12);
+    t.startStream();
+    // Re-announced blob event 15 is held before the mark arrives.
+    t.hold(15);
+    expect(t.noteApplied(25)).toBe(12);
+    expect(t.mark(19)).toBe(12);
+    expect(t.mark(25)).toBe(14);
+    expect(t.release(15)).toBe(25);
+  });
+
+  it('a gap lasts for the connection; the next connection turns it into a barrier lifted by STREAM_MARK', () => {
+    const t = new DurabilityTracker(10, 10);
+    t.startStream();
+    t.hold(11);
+    t.latchGap(11);
+    expect(t.noteApplied(15)).toBe(10);
+    expect(t.mark(15)).toBe(10);
+    t.startStream();
+    expect(t.gapSeq).toBeNull();
+    expect(t.barrierSeq).toBe(15);
+    t.hold(11);
+    expect(t.mark(15)).toBe(10);
+    expect(t.release(11)).toBe(15);
+  });
 });
+
