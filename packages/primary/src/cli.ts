@@ -38,6 +38,7 @@ async function main(): Promise<void> {
     walTruncateBytes: flags['wal-truncate-bytes'] as number,
     segmentBytes: flags['segment-bytes'] as number,
     snapshotChunkBytes: flags['snapshot-chunk-bytes'] as number,
+    maxBlobBytes: flags['max-blob-bytes'] as number,
     retention: {
       maxBytes: flags['retention-max-bytes'] as number,
       maxAgeMs: flags['retention-max-age-ms'] as number,

@@ -19,6 +19,7 @@ export const PRIMARY_FLAGS: readonly FlagSpec[] = [
   { name: 'retention-interval-ms', type: 'integer', description: 'Interval between retention passes.', default: 30000, min: 10 },
   { name: 'segment-bytes', type: 'integer', description: 'Size at which the replication log starts a new segment (the unit of retention).', default: 67108864, min: 65536 },
   { name: 'snapshot-chunk-bytes', type: 'integer', description: 'Bytes per snapshot chunk sent to a bootstrapping replica (a crash mid-bootstrap re-fetches at most about one).', default: 4194304, min: 4096, max: 4194304 },
+  { name: 'max-blob-bytes', type: 'integer', description: 'Largest blob an upload may store; larger ones are refused with 413 WALWIRE_ERR_BLOB_TOO_LARGE.', default: 4294967296, min: 1 },
   { name: 'log-level', type: 'string', description: 'pino level: trace, debug, info, warn, error.', default: 'info' },
   { name: 'log-pretty', type: 'boolean', description: 'Human-readable log lines instead of JSON.', defaultLabel: 'on when stdout is a terminal' },
 ];

@@ -53,13 +53,21 @@ export async function readJsonBody(req: IncomingMessage, maxBytes = 1024 * 1024)
   return value as Record<string, unknown>;
 }
 
-/** Maps an error to an HTTP status: 400 for bad input (or a primary-only request to a replica), 404 unknown namespace or route, 409 namespace exists, 504 timeout, else 500. */
+/**
+ * Maps an error to an HTTP status: 400 for bad input (or a primary-only
+ * request to a replica; a blob id, checksum or length that is wrong), 404
+ * unknown namespace, route or blob, 409 namespace or blob exists, 413 blob
+ * too large, 416 range not satisfiable, 504 timeout, else 500.
+ */
 export function statusForError(err: unknown): number {
   if (!(err instanceof WalwireError)) return 500;
   switch (err.code) {
     case 'WALWIRE_ERR_INVALID_OPTION':
     case 'WALWIRE_ERR_INVALID_NAMESPACE':
     case 'WALWIRE_ERR_NOT_A_PRIMARY':
+    case 'WALWIRE_ERR_INVALID_BLOB_ID':
+    case 'WALWIRE_ERR_BLOB_CHECKSUM':
+    case 'WALWIRE_ERR_BLOB_INCOMPLETE':
       return 400;
     case 'WALWIRE_ERR_UNAUTHORIZED':
       return 401;
@@ -67,7 +75,12 @@ export function statusForError(err: unknown): number {
     case 'WALWIRE_ERR_NOT_FOUND':
       return 404;
     case 'WALWIRE_ERR_NAMESPACE_EXISTS':
+    case 'WALWIRE_ERR_BLOB_EXISTS':
       return 409;
+    case 'WALWIRE_ERR_BLOB_TOO_LARGE':
+      return 413;
+    case 'WALWIRE_ERR_RANGE_NOT_SATISFIABLE':
+      return 416;
     case 'WALWIRE_ERR_TIMEOUT':
       return 504;
     case 'WALWIRE_ERR_CLOSED':
