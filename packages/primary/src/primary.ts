@@ -261,7 +261,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    * once both are durable (BlobStore.put: errors, crash behaviour). Without
    * `opts.id` the id is the content's SHA-256.
    */
-  putBlob(name: string, body: AsyncIterable<Uint8Array> | Uint8Array, opts: BlobPutOptions = {}): Promise<BlobPutResult> {
+  async putBlob(name: string, body: AsyncIterable<Uint8Array> | Uint8Array, opts: BlobPutOptions = {}): Promise<BlobPutResult> {
     return this.namespace(name).blobs.put(body, opts);
   }
 
@@ -271,7 +271,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   }
 
   /** Appends BLOB_DELETE, then removes the blob; WALWIRE_ERR_NOT_FOUND when absent. */
-  deleteBlob(name: string, id: string): Promise<BlobDeleteResult> {
+  async deleteBlob(name: string, id: string): Promise<BlobDeleteResult> {
     return this.namespace(name).blobs.delete(id);
   }
 
