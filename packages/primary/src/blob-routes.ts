@@ -19,7 +19,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InvalidBlobIdError, WalwireError } from '@walwire/protocol';
-import { type Logger, sendFailure, sendJson, serveBlob } from '@walwire/runtime';
+import { type Logger, declareBodyCode, sendFailure, sendJson, serveBlob } from '@walwire/runtime';
 import type { Primary } from './primary.js';
 
 /** `{ns, id?}` of a blob path, or null for any other path. */
@@ -38,17 +38,58 @@ function parseBlobPath(url: string): { ns: string; id: string | undefined } | nu
 }
 
 /**
- * The request body as an iterable that never destroys the request when the
- * consumer stops early (a refused upload): destroying an incomplete
- * IncomingMessage destroys its socket, and the error answer with it.
+ * The request body, pulled with `read()`. Unlike the stream's own async
+ * iterator, stopping early (a refused upload) does not destroy the request:
+ * destroying an incomplete IncomingMessage destroys its socket, and the
+ * error answer with it. An aborted upload ends the iteration with an error.
  */
 function bodyOf(req: IncomingMessage): AsyncIterable<Uint8Array> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = req[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
-      return { next: () => it.next() };
-    },
+  return (async function* () {
+    for (;;) {
+      const chunk = req.read() as Buffer | null;
+      if (chunk !== null) {
+        yield chunk;
+        continue;
+      }
+      if (req.readableEnded) return;
+      if (req.destroyed) throw new Error(`upload aborted: ${req.errored?.message ?? 'connection closed'}`);
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          for (const event of ['readable', 'end', 'close', 'error']) req.off(event, wake);
+          resolve();
+        };
+        for (const event of ['readable', 'end', 'close', 'error']) req.on(event, wake);
+      });
+    }
+  })();
+}
+
+/**
+ * After refusing an upload whose body is still arriving, the rest is read
+ * and dropped for a while before the connection is cut ("lingering close"):
+ * closing a socket with unread data makes the kernel send a reset, which
+ * can destroy the error answer before the client reads it. A body that
+ * ends within the budget leaves the connection usable.
+ */
+const LINGER_BYTES = 8 * 1024 * 1024;
+const LINGER_MS = 2000;
+
+function linger(req: IncomingMessage): void {
+  let dropped = 0;
+  const cut = (): void => {
+    clearTimeout(timer);
+    req.socket.destroy();
   };
+  const timer = setTimeout(cut, LINGER_MS);
+  timer.unref();
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > LINGER_BYTES) cut();
+  });
+  req.on('end', () => clearTimeout(timer));
+  req.on('close', () => clearTimeout(timer));
+  req.on('error', () => clearTimeout(timer));
+  req.resume();
 }
 
 export class BlobRoutes {
@@ -113,21 +154,30 @@ export class BlobRoutes {
     const store = this.#primary.blobs(ns);
     const length = req.headers['content-length'];
     const sha256 = req.headers['x-walwire-sha256'];
-    const result = await store.put(bodyOf(req), {
-      ...(id === undefined ? {} : { id }),
-      ...(typeof sha256 === 'string' ? { sha256: sha256.trim() } : {}),
-      // Node has already refused a malformed content-length (400 from the parser).
-      ...(length === undefined ? {} : { size: Number(length) }),
-    });
+    // A body cut short by the client (FIN before content-length) is reported
+    // by Node's parser on the socket; this names the code of that answer.
+    const undeclare = declareBodyCode(req, 'WALWIRE_ERR_BLOB_INCOMPLETE');
+    let result;
+    try {
+      result = await store.put(bodyOf(req), {
+        ...(id === undefined ? {} : { id }),
+        ...(typeof sha256 === 'string' ? { sha256: sha256.trim() } : {}),
+        // Node has already refused a malformed content-length (400 from the parser).
+        ...(length === undefined ? {} : { size: Number(length) }),
+      });
+    } finally {
+      undeclare();
+    }
     this.#logger.info({ ns, id: result.id, sha256: result.sha256, size: result.size, seq: result.seq, created: result.created }, 'blob stored');
     sendJson(res, result.created ? 201 : 200, result);
   }
 
   /**
    * Answers an error. When the request body was not read to its end (a
-   * refused upload), the connection is closed after the answer instead of
-   * reading, maybe gigabytes, of a body nobody will store. When the client
-   * is gone (an aborted upload), there is nobody to answer.
+   * refused upload), the rest is dropped for a bounded time and size, then
+   * the connection is cut (see linger): nobody reads gigabytes of a body
+   * that will not be stored. When the client is gone (an aborted upload),
+   * there is nobody to answer.
    */
   #fail(req: IncomingMessage, res: ServerResponse, err: unknown, context: Record<string, unknown>): void {
     const code = err instanceof WalwireError ? err.code : 'WALWIRE_ERR_INTERNAL';
@@ -138,7 +188,7 @@ export class BlobRoutes {
       res.destroy();
       return;
     }
-    if (!req.complete) res.setHeader('connection', 'close');
     sendFailure(res, err);
+    if (!req.complete) linger(req);
   }
 }
