@@ -59,8 +59,14 @@ export async function serveBlob(req: IncomingMessage, res: ServerResponse, files
     return;
   }
   const info = files.get(id);
-  // Opened by content: undefined when the version was deleted or replaced since the lookup.
-  const handle = info === undefined ? undefined : await files.open(id, info.sha256).catch(() => undefined);
+  let handle: Awaited<ReturnType<BlobDirectory['open']>>;
+  try {
+    // Opened by content: undefined when the version was deleted or replaced since the lookup.
+    handle = info === undefined ? undefined : await files.open(id, info.sha256);
+  } catch (err) {
+    sendFailure(res, err); // an I/O error (EMFILE, EIO): 500 WALWIRE_ERR_INTERNAL
+    return;
+  }
   if (info === undefined || handle === undefined) {
     sendFailure(res, new NotFoundError(`no blob ${JSON.stringify(id)} in this namespace`));
     return;
