@@ -19,3 +19,4 @@ export function useHarness(): void {
 }
 export * from './wal-capture.js';
 export * from './primary-daemon.js';
+export * from './http-client.js';

@@ -41,6 +41,7 @@ async function main(): Promise<void> {
     blobChunkBytes: flags['blob-chunk-bytes'] as number,
     maxBlobsInFlight: flags['max-blobs-in-flight'] as number,
     blobWindowBytes: flags['blob-window-bytes'] as number,
+    maxBlobBytes: flags['max-blob-bytes'] as number,
     retention: {
       maxBytes: flags['retention-max-bytes'] as number,
       maxAgeMs: flags['retention-max-age-ms'] as number,

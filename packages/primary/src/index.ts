@@ -13,3 +13,5 @@ export { ReplicaSession, type SessionState, type SessionStatus, type SessionOpti
 export { ReplicationServer, REPLICATION_PATH, type ReplicationServerOptions, type HttpHandler } from './replication-server.js';
 export { PrimaryDaemon, type PrimaryDaemonOptions } from './primary-daemon.js';
 export { PRIMARY_FLAGS } from './primary-flags.js';
+export { BlobStore, BLOB_FAILURE_CODES, assertBlobId, type BlobLog, type BlobStoreOptions, type BlobPutOptions, type BlobPutResult, type BlobDeleteResult, type BlobStoreStatus } from './blob-store.js';
+export { BlobRoutes } from './blob-routes.js';

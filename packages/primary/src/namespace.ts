@@ -27,6 +27,7 @@ import {
   type WalScanState,
 } from '@walwire/protocol';
 import { failpointAsync, type Logger } from '@walwire/runtime';
+import { BlobStore } from './blob-store.js';
 import type { CheckpointStatus, Checkpointer, RunCheckpoint } from './checkpointer.js';
 import { checksumDatabaseImage, databaseDescriptor } from './database-file.js';
 import { NO_WAL_POSITION, type LogRecord, type WalPosition } from './log-record.js';
@@ -68,6 +69,8 @@ export interface NamespaceStatus {
   readonly walBytes: number;
   readonly lastError: string | null;
   readonly checkpoint: CheckpointStatus | null;
+  /** Live blobs of the namespace; null when it failed to open. */
+  readonly blobs: { readonly count: number; readonly bytes: number } | null;
 }
 
 export interface ResetResult {
@@ -102,6 +105,8 @@ function frameChain(commit: WalCommit): [number, number] {
 export class PrimaryNamespace {
   readonly name: string;
   readonly path: string;
+  /** The namespace's blob store, `<dataDir>/<name>/blobs`; its events go to this log. */
+  readonly blobs: BlobStore;
   readonly #options: ResolvedPrimaryOptions;
   readonly #logger: Logger;
   readonly #hooks: NamespaceHooks;
@@ -160,6 +165,7 @@ export class PrimaryNamespace {
       walStallTimeoutMs: options.walStallTimeoutMs,
       sealTimeoutMs: options.sealTimeoutMs,
     });
+    this.blobs = new BlobStore({ dir: join(options.dataDir, name, 'blobs'), maxBlobBytes: options.maxBlobBytes, log: this, logger });
   }
 
   /**
@@ -272,6 +278,7 @@ export class PrimaryNamespace {
       walBytes: this.#walBytes,
       lastError: this.#lastError,
       checkpoint: this.#checkpointer.status(this.name) ?? null,
+      blobs: { count: this.blobs.files.count, bytes: this.blobs.files.bytes },
     };
   }
 
@@ -303,6 +310,8 @@ export class PrimaryNamespace {
   async close(): Promise<void> {
     this.#state = 'closed';
     this.#checkpointer.unregister(this.name);
+    // Blob puts and deletes in their locked section finish before the log closes.
+    await this.blobs.close();
     await this.#exclusive(async () => {
       await this.#tailer.close();
       await this.#log.close();

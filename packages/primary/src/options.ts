@@ -127,6 +127,13 @@ export interface PrimaryLimits {
    * @default 10000
    */
   readonly snapshotAdvanceSeqs: number;
+  /**
+   * Largest blob a put accepts, in bytes. A larger declared size is refused
+   * before any byte is read, a larger body as soon as its count passes this
+   * (WALWIRE_ERR_BLOB_TOO_LARGE, HTTP 413).
+   * @default 4294967296 (4 GiB)
+   */
+  readonly maxBlobBytes: number;
 }
 
 export interface PrimaryOptions extends Partial<PrimaryLimits> {
@@ -156,6 +163,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   namespaceRetryMs: 1000,
   segmentBytes: 64 * 1024 * 1024,
   snapshotAdvanceSeqs: 10_000,
+  maxBlobBytes: 4 * 1024 * 1024 * 1024,
 });
 
 export interface ResolvedPrimaryOptions extends PrimaryLimits {
@@ -215,5 +223,6 @@ export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryO
   checkIntegerOption('namespaceRetryMs', limits.namespaceRetryMs, 1, 3_600_000);
   checkIntegerOption('segmentBytes', limits.segmentBytes, 64 * 1024, 64 * 1024 * MiB);
   checkIntegerOption('snapshotAdvanceSeqs', limits.snapshotAdvanceSeqs, 0, Number.MAX_SAFE_INTEGER);
+  checkIntegerOption('maxBlobBytes', limits.maxBlobBytes, 1, Number.MAX_SAFE_INTEGER);
   return Object.freeze({ ...limits, dataDir: options.dataDir, namespaces });
 }

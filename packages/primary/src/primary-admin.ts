@@ -64,8 +64,26 @@ export class PrimaryAdmin {
     m.gauge('walwire_primary_replica_lag_seqs', 'Head seq minus the replica applied seq.', perReplica((n) => n.lagSeqs));
     m.gauge('walwire_primary_replica_lag_bytes', 'Page bytes sent to the replica and not yet acknowledged.', perReplica((n) => n.lagBytes));
     m.gauge('walwire_primary_replica_lag_seconds', 'Age of the oldest commit sent to the replica and not yet acknowledged.', perReplica((n) => n.lagMs / 1000));
-    // Blobs are not built yet (issue 6): the series exists so dashboards and alerts can be set up now.
-    m.collectedCounter('walwire_primary_blob_failures_total', 'Blob saves or reads that failed.', () => [{ value: 0 }]);
+    // Blob stores of the running namespaces; a namespace that failed to open has none.
+    const stores = () =>
+      primary.namespaces().flatMap((ns) => {
+        try {
+          return [{ ns, status: primary.blobs(ns).status() }];
+        } catch {
+          return [];
+        }
+      });
+    m.gauge('walwire_primary_blobs_total', 'Live blobs in the namespace.', () => stores().map((s) => ({ labels: { ns: s.ns }, value: s.status.count })));
+    m.gauge('walwire_primary_blob_bytes', 'Total bytes of live blobs in the namespace.', () => stores().map((s) => ({ labels: { ns: s.ns }, value: s.status.bytes })));
+    m.collectedCounter('walwire_primary_blob_puts_total', 'Successful blob puts (each appended a BLOB_PUT event).', () =>
+      stores().map((s) => ({ labels: { ns: s.ns }, value: s.status.puts })),
+    );
+    m.collectedCounter('walwire_primary_blob_deletes_total', 'Successful blob deletes (each appended a BLOB_DELETE event).', () =>
+      stores().map((s) => ({ labels: { ns: s.ns }, value: s.status.deletes })),
+    );
+    m.collectedCounter('walwire_primary_blob_failures_total', 'Blob puts and deletes that failed, by error code.', () =>
+      stores().flatMap((s) => Object.entries(s.status.failures).map(([code, value]) => ({ labels: { ns: s.ns, code }, value }))),
+    );
   }
 
   /** Routes of this module; false when the request is not one of them. */

@@ -7,6 +7,7 @@
  *   GET /v1/status               namespaces (head, generation, checkpoints) and connected replicas
  *   GET /v1/namespaces/:ns/head  {generation, seq, checksum}: the seq of the latest commit,
  *                                for read-your-writes waits on a replica
+ * the blob routes of BlobRoutes (PUT/POST/GET/HEAD/DELETE /v1/namespaces/:ns/blobs[/:id]),
  * and the operations routes of PrimaryAdmin (integrity check, reset-replication, metrics).
  */
 import { randomBytes } from 'node:crypto';
@@ -22,6 +23,7 @@ import {
   resolveProtocolLimits,
 } from '@walwire/protocol';
 import { DaemonSentinel, type Logger, matchRoute, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
+import { BlobRoutes } from './blob-routes.js';
 import type { LogRecord } from './log-record.js';
 import type { PrimaryNamespace } from './namespace.js';
 import type { PrimaryOptions } from './options.js';
@@ -226,6 +228,8 @@ export class PrimaryDaemon {
     primary.on('record', ({ ns }) => d.#signal(ns).fire());
     primary.on('generation', ({ ns }) => d.#signal(ns).fire());
     server.route((req, res) => d.#request(req, res));
+    const blobRoutes = new BlobRoutes(primary, logger);
+    server.route((req, res) => blobRoutes.handle(req, res));
     const admin = new PrimaryAdmin(primary, server, logger);
     server.route((req, res) => admin.handle(req, res));
     try {
@@ -335,6 +339,7 @@ export class PrimaryDaemon {
       firstSeq: () => ns.log.firstSeq,
       checksumAt: (seq) => checksumAt(ns, seq),
       openSnapshot: (resume) => ns.openSnapshot(resume),
+      blobSource: ns.blobs.files,
     };
   }
 

@@ -13,7 +13,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClosedError, InvalidOptionError, NamespaceExistsError, UnknownNamespaceError, assertNamespace, describe } from '@walwire/protocol';
-import { silentLogger, writeFileDurable, type Logger } from '@walwire/runtime';
+import { silentLogger, writeFileDurable, type BlobInfo, type Logger } from '@walwire/runtime';
+import type { BlobDeleteResult, BlobPutOptions, BlobPutResult, BlobStore } from './blob-store.js';
 import { Checkpointer } from './checkpointer.js';
 import type { BlobDeleteRecord, BlobPutRecord, LogRecord } from './log-record.js';
 import { PrimaryNamespace, type GenerationEvent, type NamespaceStatus, type Position, type ResetResult } from './namespace.js';
@@ -256,6 +257,30 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   }
 
   /**
+   * Stores a blob in namespace `name` and appends its BLOB_PUT event; resolves
+   * once both are durable (BlobStore.put: errors, crash behaviour). Without
+   * `opts.id` the id is the content's SHA-256.
+   */
+  async putBlob(name: string, body: AsyncIterable<Uint8Array> | Uint8Array, opts: BlobPutOptions = {}): Promise<BlobPutResult> {
+    return this.namespace(name).blobs.put(body, opts);
+  }
+
+  /** The live blob `id` of `name` (id, sha256, size, path), or undefined. */
+  getBlob(name: string, id: string): BlobInfo | undefined {
+    return this.namespace(name).blobs.get(id);
+  }
+
+  /** Appends BLOB_DELETE, then removes the blob; WALWIRE_ERR_NOT_FOUND when absent. */
+  async deleteBlob(name: string, id: string): Promise<BlobDeleteResult> {
+    return this.namespace(name).blobs.delete(id);
+  }
+
+  /** The blob store of `name` (list, status, and `files` for readers). */
+  blobs(name: string): BlobStore {
+    return this.namespace(name).blobs;
+  }
+
+  /**
    * Starts a new generation of `name` from its live database (see
    * PrimaryNamespace.resetReplication); other namespaces are untouched.
    */
@@ -287,6 +312,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
           walBytes: 0,
           lastError: err ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : null,
           checkpoint: null,
+          blobs: null,
         });
       }
     }

@@ -13,7 +13,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { type AckMessage, type ProtocolLimits, UnauthorizedError } from '@walwire/protocol';
-import { type Logger, bearerToken, tokenMatches } from '@walwire/runtime';
+import { type Logger, answerClientError, bearerToken, tokenMatches } from '@walwire/runtime';
 import { ReplicaSession, type SessionOptions, type SessionStatus, type StreamableNamespace } from './replica-session.js';
 
 export const REPLICATION_PATH = '/v1/replicate';
@@ -54,6 +54,8 @@ export class ReplicationServer {
     this.#http = options.tls ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, handler) : createHttpServer(handler);
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.maxMessageBytes, perMessageDeflate: false });
     this.#http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#upgrade(req, socket, head));
+    // Requests Node's parser refuses (e.g. an upload cut short) get a {code, message} answer too.
+    this.#http.on('clientError', (err: Error & { code?: string }, socket) => answerClientError(err, socket));
   }
 
   /** Adds an HTTP handler; it returns true when it answered the request. */

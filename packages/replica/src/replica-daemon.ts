@@ -6,8 +6,11 @@
  *
  * HTTP (token-protected, JSON):
  *   GET /v1/status                               positions, connection, apply stats
- *   GET /v1/namespaces/:ns/wait?seq=N&timeoutMs=T  200 with the position once seq N is
- *        applied; 504 WALWIRE_ERR_TIMEOUT after T ms; 404 for an unknown namespace
+ *   GET /v1/namespaces/:ns/wait?seq=N&timeoutMs=T[&durable=1]  200 with the position once seq N is
+ *        applied (durable: every blob event up to N saved); 504 WALWIRE_ERR_TIMEOUT after T ms;
+ *        404 for an unknown namespace
+ *   GET|HEAD /v1/namespaces/:ns/blobs/:id        a durable blob, read-only (Range supported); 404 until durable
+ *   GET /v1/namespaces/:ns/blobs                 {blobs: [{id, sha256, size}], count, bytes}
  * and the operations routes of ReplicaAdmin (integrity check, metrics).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -15,7 +18,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { InvalidOptionError, NamespaceExistsError, NotFoundError, TimeoutError, UnknownNamespaceError, assertNamespace, checkIntegerOption, describe } from '@walwire/protocol';
-import { DaemonSentinel, type Logger, matchRoute, readJsonBody, writeFileDurable, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
+import { DaemonSentinel, type Logger, matchRoute, serveBlob, readJsonBody, writeFileDurable, requireToken, sendFailure, sendJson, silentLogger } from '@walwire/runtime';
 import type { ClientOptions } from './client-options.js';
 import { ReplicationClient } from './primary-client.js';
 import { Replica } from './replica.js';
@@ -254,6 +257,17 @@ export class ReplicaDaemon {
       }
       const url = new URL(req.url ?? '/', 'http://x');
       if (req.method === 'GET' && url.pathname === '/v1/status') return sendJson(res, 200, await this.status());
+      // Blobs are served read-only, and only once durable: the directory
+      // index lists a blob after its rename and directory fsync.
+      const blob = matchRoute('/v1/namespaces/:ns/blobs/:id', url.pathname);
+      if (blob && (req.method === 'GET' || req.method === 'HEAD')) {
+        return await serveBlob(req, res, (await this.replica.namespace(blob['ns']!)).blobs.files, blob['id']!);
+      }
+      const list = matchRoute('/v1/namespaces/:ns/blobs', url.pathname);
+      if (list && req.method === 'GET') {
+        const files = (await this.replica.namespace(list['ns']!)).blobs.files;
+        return sendJson(res, 200, { blobs: files.list().map(({ id, sha256, size }) => ({ id, sha256, size })), count: files.count, bytes: files.bytes });
+      }
       const wait = matchRoute('/v1/namespaces/:ns/wait', url.pathname);
       if (req.method === 'GET' && wait) {
         const seq = Number(url.searchParams.get('seq'));

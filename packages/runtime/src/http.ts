@@ -4,6 +4,7 @@
  * bounded request bodies.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { InvalidOptionError, WalwireError } from '@walwire/protocol';
 import { bearerToken, tokenMatches } from './auth.js';
 
@@ -53,13 +54,21 @@ export async function readJsonBody(req: IncomingMessage, maxBytes = 1024 * 1024)
   return value as Record<string, unknown>;
 }
 
-/** Maps an error to an HTTP status: 400 for bad input (or a primary-only request to a replica), 404 unknown namespace or route, 409 namespace exists, 504 timeout, else 500. */
+/**
+ * Maps an error to an HTTP status: 400 for bad input (or a primary-only
+ * request to a replica; a blob id, checksum or length that is wrong), 404
+ * unknown namespace, route or blob, 409 namespace or blob exists, 413 blob
+ * too large, 416 range not satisfiable, 504 timeout, else 500.
+ */
 export function statusForError(err: unknown): number {
   if (!(err instanceof WalwireError)) return 500;
   switch (err.code) {
     case 'WALWIRE_ERR_INVALID_OPTION':
     case 'WALWIRE_ERR_INVALID_NAMESPACE':
     case 'WALWIRE_ERR_NOT_A_PRIMARY':
+    case 'WALWIRE_ERR_INVALID_BLOB_ID':
+    case 'WALWIRE_ERR_BLOB_CHECKSUM':
+    case 'WALWIRE_ERR_BLOB_INCOMPLETE':
       return 400;
     case 'WALWIRE_ERR_UNAUTHORIZED':
       return 401;
@@ -67,7 +76,12 @@ export function statusForError(err: unknown): number {
     case 'WALWIRE_ERR_NOT_FOUND':
       return 404;
     case 'WALWIRE_ERR_NAMESPACE_EXISTS':
+    case 'WALWIRE_ERR_BLOB_EXISTS':
       return 409;
+    case 'WALWIRE_ERR_BLOB_TOO_LARGE':
+      return 413;
+    case 'WALWIRE_ERR_RANGE_NOT_SATISFIABLE':
+      return 416;
     case 'WALWIRE_ERR_TIMEOUT':
       return 504;
     case 'WALWIRE_ERR_CLOSED':
@@ -95,4 +109,55 @@ export function matchRoute(pattern: string, path: string): Record<string, string
     else if (p[i] !== a[i]) return null;
   }
   return params;
+}
+
+/**
+ * The error code a request body that ends before its content-length gets,
+ * per connection, while a route reads such a body (see bodyCode).
+ */
+const incompleteBodyCodes = new WeakMap<object, string>();
+
+/**
+ * Declares that the route is reading `req`'s body and what a body cut short
+ * means there (e.g. WALWIRE_ERR_BLOB_INCOMPLETE for an upload): Node's HTTP
+ * parser reports that case as a client error on the socket, not to the
+ * route (answerClientError). Returns the function that ends the declaration.
+ */
+export function declareBodyCode(req: IncomingMessage, code: string): () => void {
+  const socket = req.socket;
+  incompleteBodyCodes.set(socket, code);
+  return () => {
+    if (incompleteBodyCodes.get(socket) === code) incompleteBodyCodes.delete(socket);
+  };
+}
+
+/**
+ * Server 'clientError' handler: a request Node's parser refused (malformed,
+ * headers too large, a body that ended before its content-length, a
+ * request timeout) gets a `{code, message}` answer like every other error,
+ * unless a response is already under way, and the connection is closed.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  const inFlight = (socket as { _httpMessage?: ServerResponse })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
+    socket.destroy();
+    return;
+  }
+  let status = 400;
+  let code = 'WALWIRE_ERR_INVALID_OPTION';
+  let message = `malformed HTTP request (${err.code ?? err.message})`;
+  if (err.code === 'HPE_INVALID_EOF_STATE') {
+    code = incompleteBodyCodes.get(socket) ?? code;
+    message = 'the connection ended before the request body reached its content-length';
+  } else if (err.code === 'HPE_HEADER_OVERFLOW') {
+    status = 431;
+    message = 'request headers are too large';
+  } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    status = 408;
+    code = 'WALWIRE_ERR_TIMEOUT';
+    message = 'the request was not received in time';
+  }
+  const body = JSON.stringify({ code, message });
+  const reason = status === 400 ? 'Bad Request' : status === 408 ? 'Request Timeout' : 'Request Header Fields Too Large';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }

@@ -10,3 +10,4 @@ export * from './metrics.js';
 export * from './sentinel.js';
 export * from './daemon-process.js';
 export * from './blob-files.js';
+export * from './blob-http.js';
