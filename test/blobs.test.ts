@@ -47,11 +47,14 @@ async function del(primary: DaemonProcess, ns: string, id: string): Promise<numb
 }
 
 /** Waits until the replica's durable seq reached the primary's head: every blob event saved. */
-async function waitDurable(primary: DaemonProcess, replica: DaemonProcess, ns: string, timeoutMs = 60_000): Promise<number> {
+async function waitDurable(primary: DaemonProcess, replica: DaemonProcess, ns: string, timeoutMs = 30_000): Promise<number> {
   const head = await primary.get(`/v1/namespaces/${ns}/head`);
   const seq = head.body['seq'] as number;
   const res = await replica.get(`/v1/namespaces/${ns}/wait?seq=${seq}&generation=${String(head.body['generation'])}&durable=1&timeoutMs=${timeoutMs}`);
-  if (res.status !== 200) throw new Error(`replica durable seq never reached ${seq}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+  if (res.status !== 200) {
+    const tail = (lines: string[]): string => lines.filter((l) => !l.includes('"level":30') || l.includes('blob')).slice(-15).join('\n');
+    throw new Error(`replica durable seq never reached ${seq}: HTTP ${res.status} ${JSON.stringify(res.body)}\nreplica:\n${tail(replica.child.lines)}\nprimary:\n${tail(primary.child.lines)}`);
+  }
   return seq;
 }
 
@@ -196,7 +199,12 @@ describe('faults', () => {
       await put(primary, 'app', `pre-${i}`, body);
     }
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
-    await waitCatchUpAndDurable(primary, replica, db);
+    try {
+      await waitCatchUpAndDurable(primary, replica, db);
+    } catch (e) {
+      console.log(replica.child.lines.slice(-40).join('\n'), '\n----\n', primary.child.lines.slice(-40).join('\n'));
+      throw e;
+    }
     const files = blobFiles(replicaBlobs);
     expect(files.size).toBe(blobs.size);
     for (const [id, body] of blobs) expect(files.get(id)?.equals(body), id).toBe(true);

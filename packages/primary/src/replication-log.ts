@@ -100,6 +100,8 @@ export class ReplicationLog {
   #active: FileHandle | undefined;
   /** State after the last durable record (or the segment base when none). */
   #head: RecordState | undefined;
+  /** State of the last record queued for append (it may not be durable yet). */
+  #lastQueued: RecordState | undefined;
   #pageSize = 0;
   #reason = '';
   #nextSeq = 1;
@@ -198,6 +200,7 @@ export class ReplicationLog {
     this.#pageSize = start.pageSize;
     this.#reason = start.reason;
     this.#head = { seq: 0, checksum: start.checksum, commitSize: start.commitSize, wal: start.wal };
+    this.#lastQueued = undefined;
     this.#nextSeq = 1;
   }
 
@@ -332,12 +335,18 @@ export class ReplicationLog {
     return this.#nextSeq++;
   }
 
+  /**
+   * A blob event leaves the database as the record before it did. That
+   * record may be queued, being flushed (out of #pending, not yet #head),
+   * or durable: #lastQueued covers all three.
+   */
   #stateForBlob(seq: number): RecordState {
-    const last = this.#pending.at(-1)?.state ?? this.#head!;
+    const last = this.#lastQueued !== undefined && this.#lastQueued.seq === seq - 1 ? this.#lastQueued : this.#head!;
     return { ...last, seq };
   }
 
   #enqueue(buf: Buffer, state: RecordState, record: LogRecord): Promise<LogRecord> {
+    this.#lastQueued = state;
     return new Promise<LogRecord>((resolve, reject) => {
       this.#pending.push({ buf, state, record, resolve, reject });
       if (!this.#flushRunning) {

@@ -62,8 +62,8 @@ describe('ReplicationLog', () => {
     expect(Buffer.from(r10.txn.pages[1]!.data).equals(Buffer.from(page(11)))).toBe(true);
     const blobs = await log.readRange(51);
     expect(blobs).toEqual([
-      { kind: 'blob-put', seq: 51, generation: 'a'.repeat(32), blobId: 'photo-1', size: 12, sha256: 'cd'.repeat(32), time: blob.time },
-      { kind: 'blob-delete', seq: 52, generation: 'a'.repeat(32), blobId: 'photo-1', time: del.time },
+      { kind: 'blob-put', seq: 51, generation: 'a'.repeat(32), blobId: 'photo-1', size: 12, sha256: 'cd'.repeat(32), time: blob.time, checksum: checksum(50), commitSize: 51 },
+      { kind: 'blob-delete', seq: 52, generation: 'a'.repeat(32), blobId: 'photo-1', time: del.time, checksum: checksum(50), commitSize: 51 },
     ]);
     await log.close();
     const again = await openLog(dir);
@@ -72,6 +72,22 @@ describe('ReplicationLog', () => {
     expect(again.generation).toBe('a'.repeat(32));
     expect((await again.readRange(1)).length).toBe(52);
     await again.close();
+  });
+
+  it('a blob event appended while the txn before it is being flushed carries that txn\'s state (regression: stale checksum made replicas diverge)', async () => {
+    const log = await openLog(tempDir());
+    await startGen(log);
+    await appendTxn(log, 1);
+    // Txn 2 leaves #pending for the flush at once; the blob event is appended during that flush.
+    const txn = appendTxn(log, 2);
+    await Promise.resolve();
+    const blob = await log.appendBlobPut({ blobId: 'b', size: 1, sha256: 'cd'.repeat(32) });
+    await txn;
+    expect(blob.seq).toBe(3);
+    expect([blob.checksum, blob.commitSize]).toEqual([checksum(2), 3]);
+    const [read] = await log.readRange(3);
+    expect(read).toMatchObject({ checksum: checksum(2), commitSize: 3 });
+    await log.close();
   });
 
   it('discards a torn tail at start and never reuses a surviving seq', async () => {

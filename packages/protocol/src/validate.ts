@@ -160,6 +160,8 @@ const txn: Check = (v, path, ctx) => {
 };
 
 const streamHead = { ns, generation, seq: integer(1, Number.MAX_SAFE_INTEGER) } as const;
+/** Blob messages may name seq 0: the bootstrap copy of a snapshot taken at a generation's base. */
+const blobHead = { ns, generation, seq } as const;
 
 interface Schema {
   readonly shape: Shape;
@@ -247,23 +249,23 @@ const SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>([
   ],
   [
     MessageType.BLOB_BEGIN,
-    { shape: { type: u32, ...streamHead, blobId, size: integer(0, Number.MAX_SAFE_INTEGER), sha256 } },
+    { shape: { type: u32, ...blobHead, blobId, size: integer(0, Number.MAX_SAFE_INTEGER), sha256 } },
   ],
   [
     MessageType.BLOB_CHUNK,
     {
-      shape: { type: u32, ...streamHead, blobId, offset: integer(0, Number.MAX_SAFE_INTEGER), data: chunkData, crc: u32 },
+      shape: { type: u32, ...blobHead, blobId, offset: integer(0, Number.MAX_SAFE_INTEGER), data: chunkData, crc: u32 },
     },
   ],
-  [MessageType.BLOB_END, { shape: { type: u32, ...streamHead, blobId } }],
-  [MessageType.BLOB_DELETE, { shape: { type: u32, ...streamHead, blobId } }],
-  [MessageType.BLOB_GONE, { shape: { type: u32, ...streamHead, blobId, reason: text } }],
+  [MessageType.BLOB_END, { shape: { type: u32, ...blobHead, blobId } }],
+  [MessageType.BLOB_DELETE, { shape: { type: u32, ...blobHead, blobId } }],
+  [MessageType.BLOB_GONE, { shape: { type: u32, ...blobHead, blobId, reason: text } }],
   [
     MessageType.BLOB_ACK,
     {
       shape: {
         type: u32,
-        ...streamHead,
+        ...blobHead,
         blobId,
         bytes: integer(0, Number.MAX_SAFE_INTEGER),
         outcome: oneOf('progress', 'saved', 'present', 'failed'),
