@@ -57,6 +57,13 @@ export class PrimaryAdmin {
     m.gauge('walwire_primary_checkpoint_degraded', '1 while checkpoints of the namespace keep failing.', () =>
       running().map((n) => ({ labels: { ns: n.name }, value: n.checkpoint?.degraded === true ? 1 : 0 })),
     );
+    const perNs = (pick: (b: { inFlight: number; queued: number }) => number) => () => {
+      const sums = new Map<string, number>();
+      for (const s of server.sessions) for (const n of s.namespaces) sums.set(n.ns, (sums.get(n.ns) ?? 0) + pick(n.blobs));
+      return [...sums].map(([ns, value]) => ({ labels: { ns }, value }));
+    };
+    m.gauge('walwire_primary_blobs_streaming', 'Blobs whose content is streaming to connected replicas, summed over replicas.', perNs((b) => b.inFlight));
+    m.gauge('walwire_primary_blobs_queued', 'Blob events announced to connected replicas whose content waits for a streaming slot.', perNs((b) => b.queued));
     m.gauge('walwire_primary_replicas_connected', 'Replica connections currently open.', () => [{ value: server.sessions.length }]);
     const perReplica = (pick: (n: { lagSeqs: number; lagBytes: number; lagMs: number; appliedSeq: number }) => number) => (): Sample[] =>
       server.sessions.flatMap((s) => s.namespaces.map((n) => ({ labels: { ns: n.ns, replica: s.replicaId ?? `conn-${s.id}` }, value: pick(n) })));

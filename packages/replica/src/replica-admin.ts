@@ -53,8 +53,13 @@ export class ReplicaAdmin {
     m.gauge('walwire_replica_bootstrap_staged_bytes', 'Snapshot bytes staged by bootstraps under way.', () =>
       currentClient().status.bootstrap.map((b) => ({ labels: { ns: b.ns }, value: b.stagedBytes })),
     );
-    // Blobs are not built yet (issue 6): the series exists so dashboards and alerts can be set up now.
-    m.collectedCounter('walwire_replica_blob_failures_total', 'Blob saves that failed verification or I/O.', () => [{ value: 0 }]);
+    m.collectedCounter('walwire_replica_blob_failures_total', 'Blob saves that failed (I/O, size or checksum mismatch, stall); each latches a gap.', each((s) => s.blobs.failures));
+    m.collectedCounter('walwire_replica_blobs_saved_total', 'Blobs saved durably and verified.', each((s) => s.blobs.saved));
+    m.collectedCounter('walwire_replica_blob_saved_bytes_total', 'Content bytes of blobs saved.', each((s) => s.blobs.savedBytes));
+    m.gauge('walwire_replica_blobs_in_flight', 'Blobs announced and not yet saved, skipped or failed.', each((s) => s.blobs.inFlight));
+    m.gauge('walwire_replica_blob_in_flight_bytes', 'Content bytes received into temp files by blobs in flight.', each((s) => s.blobs.inFlightBytes));
+    m.gauge('walwire_replica_blob_gap', '1 while a failed blob save holds the durable cursor (until the re-stream saves it).', each((s) => (s.blobs.gapSeq === null ? 0 : 1)));
+    m.gauge('walwire_replica_blobs', 'Live blobs stored per namespace.', each((s) => s.blobs.count));
   }
 
   async #refresh(): Promise<void> {

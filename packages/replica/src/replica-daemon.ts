@@ -210,7 +210,6 @@ export class ReplicaDaemon {
         diverged: st.diverged !== null,
         gap: gapSeq !== null,
         gapSeq,
-        blobs: ns.blobs.status,
         bootstrap: client.bootstrap.find((b) => b.ns === name) ?? null,
       });
     }

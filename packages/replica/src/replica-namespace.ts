@@ -29,7 +29,7 @@ import {
 } from '@walwire/protocol';
 import { type Logger, removeStaleTemps } from '@walwire/runtime';
 import { Applier } from './applier.js';
-import { BlobWriter } from './blob-writer.js';
+import { BlobWriter, type BlobWriterStatus } from './blob-writer.js';
 import type { ApplyResult, InstallImage, RecoverResult } from './apply-worker.js';
 import type { CursorRecord, DivergedState } from './cursor-store.js';
 import { keptDatabaseFd } from './database-file.js';
@@ -92,6 +92,8 @@ export interface NamespaceStatus {
   readonly diverged: DivergedState | null;
   readonly error: string | null;
   readonly startup: StartupReport;
+  /** Blob saves: in flight, totals, failures, the latched gap. */
+  readonly blobs: BlobWriterStatus;
 }
 
 export interface AppliedEvent extends ReplicaPosition {
@@ -289,6 +291,7 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       diverged: this.#cursor.diverged,
       error: this.#error?.message ?? null,
       startup: this.#startup,
+      blobs: this.blobs.status,
     };
   }
 
