@@ -117,8 +117,12 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
   #failures = 0;
   #lastFailure: BlobWriterStatus['lastFailure'] = null;
 
-  constructor(options: { ns: string; dir: string; durability: DurabilityTracker; logger: Logger; stallTimeoutMs: number }) {
+  /** The namespace's current generation: a job of another one no longer moves the cursor. */
+  readonly #generation: () => string | null;
+
+  constructor(options: { ns: string; dir: string; durability: DurabilityTracker; logger: Logger; stallTimeoutMs: number; generation: () => string | null }) {
     super();
+    this.#generation = options.generation;
     this.ns = options.ns;
     this.files = new BlobDirectory(options.dir);
     this.#durability = options.durability;
@@ -288,9 +292,10 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
   }
 
   /**
-   * The connection closed: jobs that have not reached their commit are
-   * abandoned (temp files deleted). Their holds stay until the next
-   * connection's startStream turns them into its barrier.
+   * The connection closed, or a snapshot replaces the stream: jobs that have
+   * not reached their commit are abandoned (temp files deleted). Their holds
+   * stay until the next connection's startStream turns them into its
+   * barrier, or the snapshot's install resets the tracker.
    */
   abortAll(): void {
     for (const job of this.#jobs.values()) {
@@ -327,7 +332,7 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
     job.done = true;
     this.#jobs.delete(job.key);
     job.finish();
-    if (!job.bootstrap) {
+    if (!job.bootstrap && job.generation === this.#generation()) {
       this.#durability.release(job.seq);
       this.emit('release');
     }
@@ -347,7 +352,8 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
       this.emit('gap', { seq: job.seq, blobId: job.blobId, error: err });
       return;
     }
-    this.#latch(job.seq, job.blobId, err);
+    // A job of a generation a snapshot has replaced holds nothing any more.
+    if (job.generation === this.#generation()) this.#latch(job.seq, job.blobId, err);
   }
 
   #latch(seq: number, blobId: string, err: WalwireError): void {

@@ -299,6 +299,8 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
         this.#track(conn, bytes, gate.then(() => this.#namespace(ns)).then((n) => n.apply(generation, txns)), ns, log);
       },
       snapshotBegin: (m) => {
+        // Blob streams of the stream this snapshot replaces will not finish.
+        this.#replica.opened(m.ns)?.blobs.abortAll();
         let open = (): void => {};
         const done = new Promise<void>((resolve) => (open = resolve));
         conn.gates.get(m.ns)?.open();

@@ -187,7 +187,7 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
     this.#startup = { decision: recovered.decision, hadJournal: recovered.hadJournal, verifyBytes: recovered.verifyBytes, verifyMs: recovered.verifyMs };
     this.#state = recovered.cursor.diverged === null ? 'ready' : 'diverged';
     applier.onLockWait = (waitedMs) => this.#onLockWait(waitedMs);
-    this.blobs = new BlobWriter({ ns: name, dir: join(dir, BLOBS_DIR), durability: this.#durability, logger: this.#log, stallTimeoutMs: options.blobStallTimeoutMs });
+    this.blobs = new BlobWriter({ ns: name, dir: join(dir, BLOBS_DIR), durability: this.#durability, logger: this.#log, stallTimeoutMs: options.blobStallTimeoutMs, generation: () => this.#cursor.generation });
     this.blobs.on('release', () => this.scheduleDurableSync());
   }
 

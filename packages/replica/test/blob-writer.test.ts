@@ -16,7 +16,7 @@ const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('he
 function setup(applied = 0) {
   const dir = join(makeTempDir(), 'blobs');
   const tracker = new DurabilityTracker(applied, applied);
-  const writer = new BlobWriter({ ns: 'app', dir, durability: tracker, logger: silentLogger(), stallTimeoutMs: 60_000 });
+  const writer = new BlobWriter({ ns: 'app', dir, durability: tracker, logger: silentLogger(), stallTimeoutMs: 60_000, generation: () => G });
   const acks: string[] = [];
   const ack = (id: string) => (outcome: BlobAckOutcome, bytes: number) => acks.push(`${id} ${outcome} ${bytes}`);
   const released = () => new Promise<void>((resolve) => writer.once('release', () => resolve()));
