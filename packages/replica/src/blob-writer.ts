@@ -163,8 +163,10 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
   begin(m: BlobBeginMessage, bootstrap: boolean, ack: BlobAckFn): void {
     const key = `${m.seq}:${m.blobId}`;
     if (this.#jobs.has(key)) throw new UnexpectedMessageError(`BLOB_BEGIN for ${this.ns} seq ${m.seq} blob ${m.blobId} while that blob is already streaming`);
-    // Already saved with that content and nothing pending on the id: no content needed.
-    if (!this.#chains.has(m.blobId) && this.files.has(m.blobId, m.sha256)) {
+    // At or below the durable seq (a save that finished after this
+    // connection's HELLO was sent), or already saved with that content and
+    // nothing pending on the id: no content needed.
+    if ((!bootstrap && m.seq <= this.#durability.durableSeq) || (!this.#chains.has(m.blobId) && this.files.has(m.blobId, m.sha256))) {
       this.#present++;
       ack('present', m.size);
       return;
@@ -273,6 +275,7 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
 
   /** BLOB_DELETE: remove the blob in its id's turn, then release the event. */
   delete(m: BlobDeleteMessage): void {
+    if (m.seq <= this.#durability.durableSeq) return; // done before this connection's HELLO went out
     this.#durability.hold(m.seq);
     const { turn, finish } = this.#reserve(m.blobId);
     void (async () => {
