@@ -1,10 +1,13 @@
 /**
  * `npm run bench [-- --quick] [-- --only ID,ID]`: runs every suite and writes
  * docs/benchmarks.md with the machine, the date, the commit, and each figure
- * beside its baseline and goal.
+ * beside its baseline and goal. With `--only`, just those suites run and
+ * their sections replace (or are appended to) the ones already in
+ * docs/benchmarks.md, each marked with its own date and commit; the other
+ * sections are kept as they were.
  */
 import { execSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type BenchSection, type Figure, makeContext } from './lib.js';
@@ -45,6 +48,26 @@ function section(s: BenchSection): string {
   return lines.join('\n');
 }
 
+/** `existing` with the sections of `fresh` replaced (matched by title and issue) or appended; the rest kept. */
+function mergeInto(existing: string, fresh: readonly BenchSection[], quick: boolean): string {
+  const stamp = `_Measured on its own (\`--only\`) on ${new Date().toISOString()}, commit ${sh('git rev-parse --short HEAD')}${quick ? ', quick profile' : ''}; the header above describes the last full run._`;
+  const render = (s: BenchSection): string => {
+    const [heading, ...rest] = section(s).split('\n');
+    return `${[heading, '', stamp, ...rest].join('\n')}\n`;
+  };
+  const parts = existing.split(/\n(?=## )/);
+  const used = new Set<BenchSection>();
+  const merged = parts.map((part) => {
+    const s = fresh.find((f) => part.startsWith(`## ${f.title} (issue #${f.issue})`));
+    if (s === undefined) return part;
+    used.add(s);
+    return render(s);
+  });
+  merged.push(...fresh.filter((s) => !used.has(s)).map(render));
+  const doc = merged.join('\n');
+  return doc.endsWith('\n') ? doc : `${doc}\n`;
+}
+
 async function main(): Promise<void> {
   const sections: BenchSection[] = [];
   for (const suite of SUITES) {
@@ -77,7 +100,7 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   const out = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
-  writeFileSync(out, doc);
+  writeFileSync(out, only && existsSync(out) ? mergeInto(readFileSync(out, 'utf8'), sections, quick) : doc);
   console.log(`wrote ${out}`);
 }
 

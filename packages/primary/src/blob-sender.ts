@@ -20,7 +20,7 @@
  *   transient errno are retried briefly before the connection is failed.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { type BlobAckMessage, type Message, MessageType, type ProtocolLimits, crc32, encodeMessage } from '@walwire/protocol';
+import { type BlobAckMessage, type Message, MessageType, type ProtocolLimits, blobChunkFrame, crc32, encodeMessage } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
 import type { FrameSink } from './sender.js';
 
@@ -198,8 +198,11 @@ export class BlobSender {
         }
         if (a.stop || this.#stopped || o.sink.closed) return;
         const length = Math.min(chunk, job.size - a.sent);
-        const data = await this.#readWithRetry(handle, job, a.sent, length);
-        this.#emit({ type: MessageType.BLOB_CHUNK, ...head, offset: a.sent, data, crc: crc32(data) });
+        // The content is read straight into its frame, and CRC-32'd once for both its field and the envelope.
+        const frame = blobChunkFrame({ type: MessageType.BLOB_CHUNK, ...head, offset: a.sent }, length, o.limits);
+        await this.#readWithRetry(handle, job, a.sent, frame.data);
+        if (a.stop || this.#stopped || o.sink.closed) return;
+        this.#send(frame.seal(crc32(frame.data)));
         a.sent += length;
         this.#credit += length;
         this.#bytesSent += length;
@@ -217,16 +220,16 @@ export class BlobSender {
     return this.#retry(job, 'open', () => this.#o.source.open(job.blobId, job.sha256));
   }
 
-  async #readWithRetry(handle: FileHandle, job: BlobJob, offset: number, length: number): Promise<Uint8Array> {
-    return this.#retry(job, `read at ${offset}`, async () => {
-      const buf = Buffer.allocUnsafe(length);
+  /** Fills `buf` with the blob's bytes from `offset`. */
+  async #readWithRetry(handle: FileHandle, job: BlobJob, offset: number, buf: Buffer): Promise<void> {
+    const length = buf.length;
+    await this.#retry(job, `read at ${offset}`, async () => {
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
         if (bytesRead === 0) throw Object.assign(new Error(`blob ${job.blobId} of ${this.#o.ns} ended at ${offset + done} bytes, its event says ${job.size}`), { code: 'ESHORT' });
         done += bytesRead;
       }
-      return buf;
     });
   }
 
@@ -248,9 +251,13 @@ export class BlobSender {
 
   /** Sends at once; only chunks wait, in #stream, for credit and window. */
   #emit(message: Message): void {
+    if (this.#o.sink.closed || this.#stopped) return;
+    this.#send(encodeMessage(message, this.#o.limits));
+  }
+
+  #send(frame: Buffer): void {
     const o = this.#o;
     if (o.sink.closed || this.#stopped) return;
-    const frame = encodeMessage(message, o.limits);
     this.#unflushed += frame.length;
     o.sink.send(frame, (err) => {
       this.#unflushed -= frame.length;

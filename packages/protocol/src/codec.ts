@@ -7,18 +7,24 @@
  *     | MessagePack map (body)   | CRC-32 of body, u32 BE |
  *     +--------------------------+------------------------+
  *
- * The CRC is checked before the body is parsed, so a flipped byte anywhere in
- * transit is reported as WALWIRE_ERR_FRAME_CHECKSUM and never reaches the
- * decoder (invariant 4). Decoding then enforces the schema (validate.ts).
+ * The CRC is checked before the message is validated or returned, so a
+ * flipped byte anywhere in transit is reported as WALWIRE_ERR_FRAME_CHECKSUM
+ * and never reaches a caller (invariant 4). Small frames are checked before
+ * they are parsed. A large frame (a BLOB_CHUNK or SNAPSHOT_CHUNK) is parsed
+ * first, so that its byte field `data` is CRC'd once, for the envelope (by
+ * crc32Combine) and for the field's own `crc` (dataCrc32); a parse failure
+ * is reported as a checksum failure whenever the CRC does not match. The
+ * decoder sees nothing a peer could not send with a valid CRC anyway.
+ * Decoding then enforces the schema (validate.ts).
  *
  * MessagePack settings are fixed and carry no state between messages:
  * records and bundled strings are off, so one Packr serves every connection
  * and a frame decodes the same no matter what came before it.
  */
 import { Packr } from 'msgpackr';
-import { crc32 } from './crc.js';
+import { crc32, crc32Combine } from './crc.js';
 import { DecodeError, FrameChecksumError, MessageTooLargeError } from './errors.js';
-import { type Message, messageTypeName } from './messages.js';
+import { type BlobChunkMessage, type Message, messageTypeName } from './messages.js';
 import { DEFAULT_PROTOCOL_LIMITS, type ProtocolLimits } from './options.js';
 import { validateMessage } from './validate.js';
 
@@ -62,6 +68,60 @@ export function encodeMessage(message: Message, limits: ProtocolLimits = DEFAULT
   return frame;
 }
 
+/** A BLOB_CHUNK frame under construction: see blobChunkFrame. */
+export interface DataFrameBuilder {
+  /** The chunk's content: `length` bytes inside the frame, to be filled by the caller. */
+  readonly data: Buffer;
+  /** Appends `crc` (which must be crc32(data)) and the envelope; returns the finished frame. */
+  seal(dataCrc: number): Buffer;
+}
+
+const DATA_KEY = Buffer.from([0xa4, 0x64, 0x61, 0x74, 0x61]); // fixstr "data"
+const CRC_KEY = Buffer.from([0xa3, 0x63, 0x72, 0x63]); // fixstr "crc"
+
+/**
+ * Builds a BLOB_CHUNK frame around its content in place, for a sender that
+ * reads the content straight into the frame: no copy of the content (the
+ * generic path packs it, then seals a copy of the body), and its bytes are
+ * read by CRC-32 once. The envelope CRC is combined from the CRC of the
+ * small head, the content's own CRC (the message's `crc` field) and the
+ * tail, so the frame is byte-for-byte a valid envelope and decodes to the
+ * same message as encodeMessage would give; only the MessagePack layout
+ * differs (the keys data and crc come last, and data always has a bin 32
+ * header). Throws MessageTooLargeError like encodeMessage.
+ */
+export function blobChunkFrame(head: Omit<BlobChunkMessage, 'data' | 'crc'>, length: number, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): DataFrameBuilder {
+  const packed = packr.pack(head); // a view into packr's reused buffer: copied below before any other pack
+  const keys = Object.keys(head).length;
+  if (packed[0] !== (0x80 | keys) || keys + 2 > 15) throw new Error(`blobChunkFrame: head of ${keys} keys did not pack as a small map`);
+  const prefix = packed.length + DATA_KEY.length + 5;
+  // Tail: "crc" and a uint of at most 5 bytes; then the 4-byte envelope CRC.
+  const capacity = prefix + length + CRC_KEY.length + 5 + ENVELOPE_TRAILER_BYTES;
+  if (prefix + length + CRC_KEY.length + 1 + ENVELOPE_TRAILER_BYTES > limits.maxMessageBytes) {
+    throw new MessageTooLargeError(`BLOB_CHUNK of ${length} content bytes encodes to more than maxMessageBytes ${limits.maxMessageBytes}`);
+  }
+  const frame = Buffer.allocUnsafe(capacity);
+  packed.copy(frame, 0);
+  frame[0] = 0x80 | (keys + 2);
+  DATA_KEY.copy(frame, packed.length);
+  frame[prefix - 5] = 0xc6; // bin 32
+  frame.writeUInt32BE(length, prefix - 4);
+  const data = frame.subarray(prefix, prefix + length);
+  return {
+    data,
+    seal(dataCrc: number): Buffer {
+      let at = prefix + length;
+      at += CRC_KEY.copy(frame, at);
+      at += packr.pack(dataCrc >>> 0).copy(frame, at);
+      const bodyCrc = crc32(frame.subarray(prefix + length, at), crc32Combine(crc32(frame.subarray(0, prefix)), dataCrc, length));
+      frame.writeUInt32BE(bodyCrc, at);
+      at += ENVELOPE_TRAILER_BYTES;
+      if (at > limits.maxMessageBytes) throw new MessageTooLargeError(`BLOB_CHUNK encodes to ${at} bytes, above maxMessageBytes ${limits.maxMessageBytes}`);
+      return frame.subarray(0, at);
+    },
+  };
+}
+
 /**
  * Decodes and validates one frame. Byte fields of the result are views into
  * `frame`; copy them if the frame's memory is reused.
@@ -80,13 +140,49 @@ export function decodeMessage(frame: Uint8Array, limits: ProtocolLimits = DEFAUL
   const body = frame.subarray(0, bodyLength);
   const view = new DataView(frame.buffer, frame.byteOffset, frame.length);
   const expected = view.getUint32(bodyLength, false);
-  const actual = crc32(body);
-  if (actual !== expected) {
-    throw new FrameChecksumError(
-      `frame CRC-32 mismatch: trailer says ${hex32(expected)}, ${bodyLength} body bytes hash to ${hex32(actual)}`,
-    );
+  const check = (actual: number): void => {
+    if (actual !== expected) {
+      throw new FrameChecksumError(
+        `frame CRC-32 mismatch: trailer says ${hex32(expected)}, ${bodyLength} body bytes hash to ${hex32(actual)}`,
+      );
+    }
+  };
+  if (bodyLength < SPLIT_CRC_MIN_BYTES) {
+    check(crc32(body));
+    return validateMessage(decodeBody(body), limits);
   }
-  return validateMessage(decodeBody(body), limits);
+  let value: unknown;
+  try {
+    value = decodeBody(body);
+  } catch (err) {
+    check(crc32(body)); // a corrupted frame is a checksum failure, not a decode error
+    throw err;
+  }
+  const data = typeof value === 'object' && value !== null ? (value as { data?: unknown }).data : undefined;
+  const start = data instanceof Uint8Array && data.buffer === body.buffer ? data.byteOffset - body.byteOffset : -1;
+  if (data instanceof Uint8Array && start >= 0 && start + data.length <= bodyLength) {
+    const dataCrc = crc32(data);
+    check(crc32(body.subarray(start + data.length), crc32Combine(crc32(body.subarray(0, start)), dataCrc, data.length)));
+    dataCrcs.set(data, dataCrc);
+  } else {
+    check(crc32(body));
+  }
+  return validateMessage(value, limits);
+}
+
+/** Bodies from this size on are parsed before their CRC is checked (see the module comment). */
+const SPLIT_CRC_MIN_BYTES = 64 * 1024;
+
+/** CRC-32 of the `data` field of large frames decodeMessage checked, by the field's view. */
+const dataCrcs = new WeakMap<Uint8Array, number>();
+
+/**
+ * crc32(data), without reading `data` again when it is the byte field of a
+ * frame decodeMessage returned (its CRC was computed for the envelope
+ * check). The frame's bytes must not have been changed since.
+ */
+export function dataCrc32(data: Uint8Array): number {
+  return dataCrcs.get(data) ?? crc32(data);
 }
 
 /** MessagePack-decodes a body, mapping every decoder failure to DecodeError. */

@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import {
   DEFAULT_PROTOCOL_LIMITS,
   MessageType,
+  blobChunkFrame,
+  crc32,
+  crc32Combine,
+  dataCrc32,
   ProtocolError,
   decodeBody,
   decodeMessage,
@@ -215,5 +220,70 @@ describe('limits', () => {
       expect.objectContaining({ code: 'WALWIRE_ERR_INVALID_OPTION', message: 'option maxMessageBytes must be an integer from 1024 to 1073741824, received 12' }),
     );
     expect(() => resolveProtocolLimits({ maxChunkBytes: 'big' as unknown as number })).toThrow(/maxChunkBytes .* received "big"/);
+  });
+});
+
+describe('BLOB_CHUNK frames built in place', () => {
+  it('crc32Combine equals the CRC of the concatenation', () => {
+    for (const [la, lb] of [[0, 0], [0, 7], [7, 0], [1, 1], [13, 4096], [300, 262_144], [5, 1_048_577]] as const) {
+      const a = randomBytes(la);
+      const b = randomBytes(lb);
+      expect(crc32Combine(crc32(a), crc32(b), lb)).toBe(crc32(Buffer.concat([a, b])));
+    }
+  });
+
+  it.each([0, 1, 200, 65_535, 65_536, 262_144])('decodes to the message encodeMessage gives, %i content bytes', (length) => {
+    const content = randomBytes(length);
+    for (const offset of [0, 1, 2 ** 20, 2 ** 33 + 5]) {
+      const head = { type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 42, blobId: 'big-0.bin', offset } as const;
+      const b = blobChunkFrame(head, length);
+      expect(b.data.length).toBe(length);
+      content.copy(b.data);
+      const crc = crc32(content);
+      const frame = b.seal(crc);
+      const expected = { ...head, data: content, crc };
+      expect(normalize(decodeMessage(frame))).toEqual(normalize(decodeMessage(encodeMessage(expected))));
+      expect(normalize(decodeMessage(frame))).toEqual(normalize(expected));
+      if (length > 0) {
+        const flipped = Buffer.from(frame);
+        flipped[frame.length - 20 - Math.floor(length / 2)]! ^= 0x10;
+        expect(codeOf(() => decodeMessage(flipped))).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
+      }
+    }
+  });
+
+  it('refuses content that cannot fit maxMessageBytes', () => {
+    const limits = resolveProtocolLimits({ maxMessageBytes: 4096, maxChunkBytes: 4096 });
+    const head = { type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 1, blobId: 'x', offset: 0 } as const;
+    expect(codeOf(() => blobChunkFrame(head, 4096, limits))).toBe('WALWIRE_ERR_MESSAGE_TOO_LARGE');
+    expect(blobChunkFrame(head, 3900, limits).data.length).toBe(3900);
+  });
+});
+
+describe('large frames: parsed, then the CRC checked once over their data', () => {
+  const content = randomBytes(300_000);
+  const msg = { type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 9, blobId: 'big-0.bin', offset: 0, data: content, crc: crc32(content) } as const;
+
+  it('a flipped byte anywhere (head, data, tail, trailer) is a checksum failure, never a decode or validation error', () => {
+    const frame = encodeMessage(msg);
+    for (const at of [0, 1, 5, 30, 60, frame.length - 300_000 - 20, frame.length / 2, frame.length - 12, frame.length - 6, frame.length - 1]) {
+      for (const bit of [0x01, 0x80]) {
+        const bad = Buffer.from(frame);
+        bad[Math.floor(at)]! ^= bit;
+        expect(codeOf(() => decodeMessage(bad)), `byte ${at} bit ${bit}`).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
+      }
+    }
+  });
+
+  it('dataCrc32 gives the CRC computed by decodeMessage, and computes it for any other bytes', () => {
+    const decoded = decodeMessage(encodeMessage({ ...msg, crc: 12345 })) as { data: Uint8Array; crc: number };
+    expect(decoded.crc).toBe(12345); // the field is not the codec's business
+    expect(dataCrc32(decoded.data)).toBe(crc32(content));
+    expect(dataCrc32(content)).toBe(crc32(content));
+  });
+
+  it('a large body with a valid CRC that is not MessagePack is a decode error', () => {
+    const body = Buffer.concat([Buffer.from([0xc1]), randomBytes(100_000)]);
+    expect(codeOf(() => decodeMessage(seal(body)))).toBe('WALWIRE_ERR_DECODE');
   });
 });
