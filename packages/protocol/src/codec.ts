@@ -7,15 +7,10 @@
  *     | MessagePack map (body)   | CRC-32 of body, u32 BE |
  *     +--------------------------+------------------------+
  *
- * The CRC is checked before the message is validated or returned, so a
- * flipped byte anywhere in transit is reported as WALWIRE_ERR_FRAME_CHECKSUM
- * and never reaches a caller (invariant 4). Small frames are checked before
- * they are parsed. A large frame (a BLOB_CHUNK or SNAPSHOT_CHUNK) is parsed
- * first, so that its byte field `data` is CRC'd once, for the envelope (by
- * crc32Combine) and for the field's own `crc` (dataCrc32); a parse failure
- * is reported as a checksum failure whenever the CRC does not match. The
- * decoder sees nothing a peer could not send with a valid CRC anyway.
- * Decoding then enforces the schema (validate.ts).
+ * The CRC is checked before the body is parsed, so a flipped byte anywhere in
+ * transit is reported as WALWIRE_ERR_FRAME_CHECKSUM and never reaches the
+ * decoder (invariant 4: checked before the bytes are used). Decoding then
+ * enforces the schema (validate.ts).
  *
  * MessagePack settings are fixed and carry no state between messages:
  * records and bundled strings are off, so one Packr serves every connection
@@ -140,49 +135,13 @@ export function decodeMessage(frame: Uint8Array, limits: ProtocolLimits = DEFAUL
   const body = frame.subarray(0, bodyLength);
   const view = new DataView(frame.buffer, frame.byteOffset, frame.length);
   const expected = view.getUint32(bodyLength, false);
-  const check = (actual: number): void => {
-    if (actual !== expected) {
-      throw new FrameChecksumError(
-        `frame CRC-32 mismatch: trailer says ${hex32(expected)}, ${bodyLength} body bytes hash to ${hex32(actual)}`,
-      );
-    }
-  };
-  if (bodyLength < SPLIT_CRC_MIN_BYTES) {
-    check(crc32(body));
-    return validateMessage(decodeBody(body), limits);
+  const actual = crc32(body);
+  if (actual !== expected) {
+    throw new FrameChecksumError(
+      `frame CRC-32 mismatch: trailer says ${hex32(expected)}, ${bodyLength} body bytes hash to ${hex32(actual)}`,
+    );
   }
-  let value: unknown;
-  try {
-    value = decodeBody(body);
-  } catch (err) {
-    check(crc32(body)); // a corrupted frame is a checksum failure, not a decode error
-    throw err;
-  }
-  const data = typeof value === 'object' && value !== null ? (value as { data?: unknown }).data : undefined;
-  const start = data instanceof Uint8Array && data.buffer === body.buffer ? data.byteOffset - body.byteOffset : -1;
-  if (data instanceof Uint8Array && start >= 0 && start + data.length <= bodyLength) {
-    const dataCrc = crc32(data);
-    check(crc32(body.subarray(start + data.length), crc32Combine(crc32(body.subarray(0, start)), dataCrc, data.length)));
-    dataCrcs.set(data, dataCrc);
-  } else {
-    check(crc32(body));
-  }
-  return validateMessage(value, limits);
-}
-
-/** Bodies from this size on are parsed before their CRC is checked (see the module comment). */
-const SPLIT_CRC_MIN_BYTES = 64 * 1024;
-
-/** CRC-32 of the `data` field of large frames decodeMessage checked, by the field's view. */
-const dataCrcs = new WeakMap<Uint8Array, number>();
-
-/**
- * crc32(data), without reading `data` again when it is the byte field of a
- * frame decodeMessage returned (its CRC was computed for the envelope
- * check). The frame's bytes must not have been changed since.
- */
-export function dataCrc32(data: Uint8Array): number {
-  return dataCrcs.get(data) ?? crc32(data);
+  return validateMessage(decodeBody(body), limits);
 }
 
 /** MessagePack-decodes a body, mapping every decoder failure to DecodeError. */
