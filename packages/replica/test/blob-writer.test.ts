@@ -11,6 +11,11 @@ import { makeTempDir, useHarness } from '../../../test/harness/index.js';
 useHarness();
 
 const G = 'a'.repeat(32);
+/** Polls `done` for up to 2 s (the temp file's unlink runs after the failing write settles). */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 function setup(applied = 0) {
@@ -56,7 +61,7 @@ describe('BlobWriter', () => {
     expect(await gap).toBe('WALWIRE_ERR_BLOB_CHECKSUM');
     expect(tracker.noteApplied(9)).toBe(4);
     expect(tracker.gapSeq).toBe(5);
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => readdirSync(dir).length === 0);
     expect(readdirSync(dir)).toEqual([]);
     expect(acks.at(-1)).toMatch(/^bad failed /);
   });
@@ -115,10 +120,10 @@ describe('BlobWriter', () => {
     const data = randomBytes(1000);
     writer.begin({ type: MessageType.BLOB_BEGIN, ns: 'app', generation: G, seq: 1, blobId: 'half', size: 5000, sha256: 'e'.repeat(64) }, false, ack('half'));
     writer.chunk({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: G, seq: 1, blobId: 'half', offset: 0, data, crc: crc32(data) });
-    await new Promise((r) => setTimeout(r, 30));
+    await until(() => readdirSync(dir).length === 1);
     expect(readdirSync(dir).length).toBe(1);
     writer.abortAll();
-    await new Promise((r) => setTimeout(r, 30));
+    await until(() => readdirSync(dir).length === 0);
     expect(readdirSync(dir)).toEqual([]);
     expect(tracker.noteApplied(3)).toBe(0);
   });
