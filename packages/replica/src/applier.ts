@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { ApplyFailedError, InvalidTxnError, type Txn, errorFromWire } from '@walwire/protocol';
 import type { ApplyResult, ApplyWorkerData, InstallImage, InstallResult, PackedBatch, RecoverResult, WorkerEvent, WorkerRequest } from './apply-worker.js';
 import type { CursorRecord } from './cursor-store.js';
+import { adoptDatabaseFd } from './database-file.js';
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void };
 
@@ -88,6 +89,10 @@ export class Applier {
   #onEvent(event: WorkerEvent): void {
     if (event.kind === 'lock-wait') {
       this.onLockWait(event.waitedMs);
+      return;
+    }
+    if (event.kind === 'fd-opened') {
+      adoptDatabaseFd(event.fd);
       return;
     }
     const waiter = this.#pending.get(event.id);

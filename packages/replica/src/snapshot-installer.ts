@@ -6,14 +6,20 @@
  *   image           the database image, chunk i at byte i · chunkPages · pageSize
  *
  * Each chunk's CRC-32 is checked against both its message and the manifest
- * before it is written. The image is fdatasynced once, before the install.
- * Which chunks are staged is not recorded separately: at resume time the image is
- * read back and its chunks are checked against the manifest's CRCs, and the
- * staged prefix ends at the first chunk that does not match (never written,
- * or torn by a crash). At SNAPSHOT_END the image is installed through the
- * namespace, which recomputes the database checksum while writing and
- * refuses (before its commit point) an image that does not match the
- * manifest; it is one journal transaction, so readers switch atomically.
+ * before it is written, and the database checksum of the image is computed
+ * from the checked chunks as they arrive (a resumed staging hashes its
+ * prefix once at SNAPSHOT_BEGIN), so no pass over the whole image is needed
+ * to verify it. Which chunks are staged is not recorded separately: at
+ * resume time the image is read back and its chunks are checked against the
+ * manifest's CRCs, and the staged prefix ends at the first chunk that does
+ * not match (never written, or torn by a crash). So no sync is needed for
+ * correctness while staging; the image is fdatasynced in the background
+ * every SYNC_EVERY_BYTES only to keep the disk writing while the network
+ * delivers, which leaves little to sync at the end. At SNAPSHOT_END an image
+ * whose checksum does not match the manifest is refused, and a matching one
+ * is installed through the namespace: linked in as the database file when
+ * the namespace has none (a fresh replica), else written as one journal
+ * transaction, so readers switch atomically either way.
  *
  * Crash between steps:
  * - after manifest.json, before any chunk: no chunk verifies; the next
@@ -21,12 +27,15 @@
  * - during or after a chunk write (a process crash keeps written chunks in
  *   the page cache; a power failure may lose or tear unsynced ones): a chunk
  *   whose CRC fails at resume is fetched again, with every chunk after it;
- * - during install: the namespace's journal protocol makes the install
- *   atomic; the staging directory is removed only after it committed.
+ * - during install: atomic, by the link or the namespace's journal protocol
+ *   (crash tables in apply-worker.ts); the staging directory is removed only
+ *   after it committed.
  */
 import { mkdir, open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  DatabaseChecksum,
+  DivergedError,
   FrameChecksumError,
   type SnapshotBeginMessage,
   type SnapshotChunkMessage,
@@ -40,8 +49,15 @@ interface Staging {
   readonly manifest: SnapshotBeginMessage;
   readonly dir: string;
   readonly image: FileHandle;
-  /** Chunks staged durably: always the prefix 0..staged-1. */
+  /** Database checksum of the staged prefix: every chunk hashed as it was checked and written. */
+  readonly checksum: DatabaseChecksum;
+  /** Chunks written: always the prefix 0..staged-1. */
   staged: number;
+  /** Bytes written since the last background sync started. */
+  unsynced: number;
+  /** The background fdatasync in flight, if any (at most one). */
+  syncing: Promise<void> | null;
+  syncError: Error | null;
   /** Bytes received on this connection. */
   bytes: number;
   readonly startedAt: number;
@@ -64,6 +80,14 @@ export interface BootstrapProgress {
 }
 
 export const STAGING_DIR = 'staging';
+export const STAGED_IMAGE = 'image';
+
+/**
+ * Staged bytes between background fdatasyncs of the image. Not a durability
+ * rule (resume trusts only CRCs): it starts writeback early, so the sync
+ * before the install has little left to write.
+ */
+const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
 
 /**
  * What a namespace has staged: the manifest and the length of the prefix of
@@ -79,7 +103,7 @@ export async function readStaging(nsDir: string): Promise<{ manifest: SnapshotBe
   let staged = 0;
   let image: FileHandle | undefined;
   try {
-    image = await open(join(nsDir, STAGING_DIR, 'image'), 'r');
+    image = await open(join(nsDir, STAGING_DIR, STAGED_IMAGE), 'r');
     const chunkBytes = manifest.chunkPages * manifest.pageSize;
     const total = manifest.pageCount * manifest.pageSize;
     const buf = Buffer.allocUnsafe(chunkBytes);
@@ -94,6 +118,22 @@ export async function readStaging(nsDir: string): Promise<{ manifest: SnapshotBe
     await image?.close();
   }
   return { manifest, staged };
+}
+
+/** Adds chunks 0..chunks-1 of a staged image (already checked against their CRCs) to `checksum`. */
+async function hashPrefix(image: FileHandle, m: SnapshotBeginMessage, chunks: number, checksum: DatabaseChecksum): Promise<void> {
+  const chunkBytes = m.chunkPages * m.pageSize;
+  const total = m.pageCount * m.pageSize;
+  const buf = Buffer.allocUnsafe(chunkBytes);
+  for (let i = 0; i < chunks; i++) {
+    const length = Math.min(chunkBytes, total - i * chunkBytes);
+    const { bytesRead } = await image.read(buf, 0, length, i * chunkBytes);
+    const data = buf.subarray(0, length);
+    if (bytesRead !== length || crc32(data) !== m.chunkCrcs[i]) {
+      throw new UnexpectedMessageError(`staged snapshot chunk ${i} of ${m.ns} changed since it was checked`);
+    }
+    checksum.addImage(data, m.pageSize, i * m.chunkPages + 1);
+  }
 }
 
 function sameSnapshot(a: SnapshotBeginMessage, b: SnapshotBeginMessage): boolean {
@@ -114,6 +154,12 @@ export class SnapshotInstaller {
   readonly #logger: Logger;
   readonly #onProgress: (p: BootstrapProgress) => void;
   readonly #active = new Map<string, Promise<Staging>>();
+  /**
+   * Installs in progress. Staging is read only after them: a link install
+   * makes the staged image the database file, and an fs open and close of
+   * it then would drop the process's SQLite locks.
+   */
+  readonly #installing = new Map<string, Promise<unknown>>();
   readonly #progress = new Map<string, BootstrapProgress>();
 
   constructor(replica: Replica, logger: Logger, onProgress: (p: BootstrapProgress) => void = () => {}) {
@@ -127,13 +173,20 @@ export class SnapshotInstaller {
     return [...this.#progress.values()];
   }
 
+  /** What `ns` has staged (readStaging), once no install of it is in progress. */
+  async staged(ns: string): Promise<{ manifest: SnapshotBeginMessage; staged: number } | null> {
+    await this.#installing.get(ns)?.catch(() => {});
+    return readStaging((await this.#replica.namespace(ns)).dir);
+  }
+
   /**
    * SNAPSHOT_BEGIN: a fresh snapshot (fromChunk 0) replaces any staging; a
    * resumed one (fromChunk > 0) must be the very snapshot staged, with at
-   * least fromChunk chunks durably written.
+   * least fromChunk chunks written.
    */
   begin(m: SnapshotBeginMessage): Promise<void> {
     const staging = (async (): Promise<Staging> => {
+      await this.#installing.get(m.ns)?.catch(() => {});
       const ns = await this.#replica.namespace(m.ns);
       const dir = join(ns.dir, STAGING_DIR);
       if (m.fromChunk > 0) {
@@ -148,12 +201,31 @@ export class SnapshotInstaller {
         await mkdir(dir, { recursive: true });
         await writeFileDurable(join(dir, 'manifest.json'), JSON.stringify(m));
       }
-      const image = await open(join(dir, 'image'), m.fromChunk === 0 ? 'w+' : 'r+');
+      const image = await open(join(dir, STAGED_IMAGE), m.fromChunk === 0 ? 'w+' : 'r+');
+      const checksum = new DatabaseChecksum(m.pageCount);
+      try {
+        await hashPrefix(image, m, m.fromChunk, checksum);
+      } catch (err) {
+        await image.close();
+        throw err;
+      }
       this.#logger.info(
         { ns: m.ns, generation: m.generation, seq: m.seq, pages: m.pageCount, bytes: m.pageCount * m.pageSize, chunks: m.chunkCrcs.length, fromChunk: m.fromChunk },
         m.fromChunk > 0 ? 'bootstrap resumed' : 'bootstrap started',
       );
-      const s: Staging = { manifest: m, dir, image, staged: m.fromChunk, bytes: 0, startedAt: Date.now(), lastReportAt: 0 };
+      const s: Staging = {
+        manifest: m,
+        dir,
+        image,
+        checksum,
+        staged: m.fromChunk,
+        unsynced: 0,
+        syncing: null,
+        syncError: null,
+        bytes: 0,
+        startedAt: Date.now(),
+        lastReportAt: 0,
+      };
       this.#report(s, true);
       return s;
     })();
@@ -161,7 +233,7 @@ export class SnapshotInstaller {
     return staging.then(() => undefined);
   }
 
-  /** SNAPSHOT_CHUNK: verifies the CRC, writes the chunk in place, fsyncs, records progress. */
+  /** SNAPSHOT_CHUNK: verifies the CRC, writes the chunk in place while hashing it, records progress. */
   chunk(m: SnapshotChunkMessage): Promise<void> {
     const previous = this.#active.get(m.ns);
     if (previous === undefined) return Promise.reject(new UnexpectedMessageError(`SNAPSHOT_CHUNK for ${m.ns} without SNAPSHOT_BEGIN`));
@@ -178,12 +250,32 @@ export class SnapshotInstaller {
         throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} has ${m.data.length} bytes, expected ${expectedLength}`);
       }
       if (m.index !== s.staged) throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} out of order, expected ${s.staged}`);
+      if (s.syncError !== null) throw s.syncError;
       // No sync per chunk: resume trusts only chunks whose bytes on disk match
       // the manifest's CRC (readStaging), so an unsynced chunk lost to a power
-      // failure is simply fetched again. The image is synced once, before install.
-      await s.image.write(m.data, 0, m.data.length, m.index * chunkBytes);
+      // failure is simply fetched again. The write runs on the thread pool
+      // while this thread hashes the same bytes.
+      const written = s.image.write(m.data, 0, m.data.length, m.index * chunkBytes);
+      try {
+        s.checksum.addImage(m.data, s.manifest.pageSize, m.index * s.manifest.chunkPages + 1);
+      } finally {
+        await written;
+      }
       s.staged = m.index + 1;
       s.bytes += m.data.length;
+      s.unsynced += m.data.length;
+      if (s.unsynced >= SYNC_EVERY_BYTES && s.syncing === null) {
+        s.unsynced = 0;
+        s.syncing = s.image.datasync().then(
+          () => {
+            s.syncing = null;
+          },
+          (err: unknown) => {
+            s.syncing = null;
+            s.syncError = err as Error;
+          },
+        );
+      }
       this.#report(s, false);
       return s;
     });
@@ -200,14 +292,30 @@ export class SnapshotInstaller {
       if (m.generation !== generation || m.seq !== seq) {
         throw new UnexpectedMessageError(`SNAPSHOT_END for ${ns} names ${generation}@${seq}, the snapshot is ${m.generation}@${m.seq}`);
       }
+      await s.syncing;
       await s.image.truncate(m.pageCount * m.pageSize);
-      await s.image.datasync();
+      // Closed before the install: a link install makes this file the database.
       await s.image.close();
-      const imagePath = join(s.dir, 'image');
-      // The install recomputes the image's checksum while writing it and
-      // refuses a mismatch before its commit point: no separate pass here.
+      if (s.syncError !== null) throw s.syncError;
+      if (s.staged !== m.chunkCrcs.length) throw new UnexpectedMessageError(`SNAPSHOT_END for ${ns} after ${s.staged} of ${m.chunkCrcs.length} chunks`);
+      if (s.checksum.value !== m.checksum) {
+        throw new DivergedError(`snapshot ${generation}@${seq} of ${ns}: the staged chunks checksum to ${s.checksum.value}, the manifest says ${m.checksum}`);
+      }
+      const imagePath = join(s.dir, STAGED_IMAGE);
+      // No sync here: the install syncs what it relies on (the link install
+      // the image it links in; the journal install the database it writes).
       const namespace = await this.#replica.namespace(ns);
-      await namespace.installSnapshot({ generation, seq, checksum: m.checksum, pageSize: m.pageSize, pageCount: m.pageCount, imagePath });
+      await namespace.installSnapshot({
+        generation,
+        seq,
+        checksum: m.checksum,
+        pageSize: m.pageSize,
+        pageCount: m.pageCount,
+        imagePath,
+        chunkPages: m.chunkPages,
+        chunkCrcs: m.chunkCrcs,
+        checksumState: s.checksum.toState(),
+      });
       await rm(s.dir, { recursive: true, force: true });
       const ms = Date.now() - s.startedAt;
       this.#progress.delete(ns);
@@ -215,6 +323,11 @@ export class SnapshotInstaller {
       return s;
     });
     this.#active.delete(ns);
+    const installing = done.finally(() => {
+      if (this.#installing.get(ns) === installing) this.#installing.delete(ns);
+    });
+    this.#installing.set(ns, installing);
+    installing.catch(() => {});
     return done.then(() => undefined);
   }
 
