@@ -127,6 +127,14 @@ export interface PrimaryLimits {
    * @default 10000
    */
   readonly snapshotAdvanceSeqs: number;
+  /**
+   * Bytes per SNAPSHOT_CHUNK (at most the protocol's maxChunkBytes); a crash
+   * mid-bootstrap re-fetches at most about one chunk. Snapshot images store
+   * a CRC-32 per chunk of this size when they are published, so a bootstrap
+   * reads its image once.
+   * @default 4194304 (4 MiB)
+   */
+  readonly snapshotChunkBytes: number;
 }
 
 export interface PrimaryOptions extends Partial<PrimaryLimits> {
@@ -156,6 +164,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   namespaceRetryMs: 1000,
   segmentBytes: 64 * 1024 * 1024,
   snapshotAdvanceSeqs: 10_000,
+  snapshotChunkBytes: 4 * 1024 * 1024,
 });
 
 export interface ResolvedPrimaryOptions extends PrimaryLimits {
@@ -215,5 +224,6 @@ export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryO
   checkIntegerOption('namespaceRetryMs', limits.namespaceRetryMs, 1, 3_600_000);
   checkIntegerOption('segmentBytes', limits.segmentBytes, 64 * 1024, 64 * 1024 * MiB);
   checkIntegerOption('snapshotAdvanceSeqs', limits.snapshotAdvanceSeqs, 0, Number.MAX_SAFE_INTEGER);
+  checkIntegerOption('snapshotChunkBytes', limits.snapshotChunkBytes, 4096, 1024 * MiB);
   return Object.freeze({ ...limits, dataDir: options.dataDir, namespaces });
 }

@@ -39,8 +39,8 @@ import {
   ApplyFailedError,
   ClosedError,
   DatabaseChecksum,
-  type DatabaseChecksumState,
   DivergedError,
+  FrameChecksumError,
   InvalidTxnError,
   SnapshotRequiredError,
   WalwireError,
@@ -99,6 +99,7 @@ export type WorkerRequest =
       readonly settle: boolean;
     }
   | { readonly id: number; readonly kind: 'install'; readonly image: InstallImage }
+  | { readonly id: number; readonly kind: 'verify-staged'; readonly chunks: StagedChunks }
   | { readonly id: number; readonly kind: 'settle' }
   | { readonly id: number; readonly kind: 'set-durable'; readonly durableSeq: number }
   | { readonly id: number; readonly kind: 'close' };
@@ -147,11 +148,25 @@ export interface InstallImage {
   readonly chunkPages?: number;
   readonly chunkCrcs?: readonly number[];
   /**
-   * The image's database checksum, computed from the CRC-checked chunks as
-   * they arrived. With it a link install need not hash the image again;
-   * without it the image is hashed as read back.
+   * Set when every chunk was verified and hashed while it was staged
+   * (ApplyWorker.verifyStaged with this id): a link install then needs no
+   * pass over the image of its own. Without it the image is read back,
+   * checked and hashed at install time.
    */
-  readonly checksumState?: DatabaseChecksumState;
+  readonly stagingId?: number;
+}
+
+/** The chunks of a snapshot image staged so far, to verify (ApplyWorker.verifyStaged). */
+export interface StagedChunks {
+  /** New for each staging (each SNAPSHOT_BEGIN): a new id starts over at chunk 0. */
+  readonly stagingId: number;
+  readonly imagePath: string;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  readonly chunkPages: number;
+  readonly chunkCrcs: readonly number[];
+  /** Chunks 0..upTo-1 are written to imagePath. */
+  readonly upTo: number;
 }
 
 export interface InstallResult {
@@ -208,6 +223,8 @@ export class ApplyWorker {
   #checksumStale = false;
   /** The last commit's cursor record 2 is not written yet (see apply, step 8). */
   #unsettled = false;
+  /** The snapshot image being staged: its chunks verified so far, and their checksum. */
+  #staging: { readonly id: number; readonly checksum: DatabaseChecksum; done: number } | null = null;
 
   constructor(data: ApplyWorkerData, post: (event: WorkerEvent) => void) {
     this.#data = data;
@@ -632,6 +649,7 @@ export class ApplyWorker {
   install(image: InstallImage): InstallResult {
     const started = performance.now();
     if (this.#broken !== null) throw new ApplyFailedError(this.#broken);
+    if (this.#dbFd !== null) this.#staging = null; // the journal install verifies as it writes
     const cursor = this.#requireCursor();
     if (this.#dbFd === null) {
       const linked = this.#installByLink(image, cursor, started);
@@ -828,13 +846,16 @@ export class ApplyWorker {
   #prepareStagedImage(image: InstallImage): DatabaseChecksum {
     const expectedBytes = image.pageCount * image.pageSize;
     const crcs = image.chunkCrcs;
-    // With chunk CRCs and the checksum computed on arrival, the CRCs tie the
-    // bytes on disk to the bytes hashed; otherwise hash what is read back.
-    const hashed = image.checksumState !== undefined && crcs !== undefined ? null : new DatabaseChecksum(image.pageCount);
     const chunkPages = image.chunkPages ?? Math.max(1, Math.floor(this.#data.verifyReadBytes / image.pageSize));
     const chunkBytes = chunkPages * image.pageSize;
     const chunks = Math.ceil(image.pageCount / chunkPages);
     if (crcs !== undefined && crcs.length !== chunks) throw new ApplyFailedError(`staged snapshot has ${crcs.length} chunk CRCs for ${chunks} chunks`);
+    // Verified and hashed chunk by chunk while staged: only page 1 is read
+    // again. Otherwise every chunk is read back, checked and hashed now.
+    const staged = this.#staging;
+    this.#staging = null;
+    const verified = image.stagingId !== undefined && staged?.id === image.stagingId && staged.done === chunks ? staged.checksum : null;
+    const hashed = verified === null ? new DatabaseChecksum(image.pageCount) : null;
     // Not a database file yet: no SQLite lock can be on it, so opening and closing it is safe.
     const ifd = openSync(image.imagePath, 'r+');
     try {
@@ -842,16 +863,20 @@ export class ApplyWorker {
       if (size !== expectedBytes || size === 0) throw new ApplyFailedError(`staged snapshot image is ${size} bytes, expected ${expectedBytes}`);
       const buf = Buffer.allocUnsafe(Math.min(chunkBytes, expectedBytes));
       let page1: Uint8Array | undefined;
-      for (let i = 0; i < chunks; i++) {
+      if (verified !== null) {
+        readFully(ifd, buf, image.pageSize, 0);
+        page1 = patchReplicaPage1(buf.subarray(0, image.pageSize), 1);
+      }
+      for (let i = 0; hashed !== null && i < chunks; i++) {
         const data = buf.subarray(0, Math.min(chunkBytes, expectedBytes - i * chunkBytes));
         readFully(ifd, data, data.length, i * chunkBytes);
         if (crcs !== undefined && crc32(data) !== crcs[i]) {
           throw new DivergedError(`staged snapshot chunk ${i} of seq ${image.seq} does not match its CRC as read back`);
         }
-        hashed?.addImage(data, image.pageSize, i * chunkPages + 1);
+        hashed.addImage(data, image.pageSize, i * chunkPages + 1);
         if (i === 0) page1 = patchReplicaPage1(data.subarray(0, image.pageSize), 1);
       }
-      const checksum = hashed ?? DatabaseChecksum.fromState(image.checksumState!);
+      const checksum = verified ?? hashed!;
       if (checksum.value !== image.checksum) {
         throw new DivergedError(`snapshot image of seq ${image.seq} checksums to ${checksum.value}, expected ${image.checksum}`);
       }
@@ -862,6 +887,42 @@ export class ApplyWorker {
     } finally {
       closeSync(ifd);
     }
+  }
+
+  /**
+   * Verifies the chunks of a snapshot image staged since the last call with
+   * the same stagingId (from chunk 0 for a new id): reads each back, checks
+   * it against the manifest's CRC and adds its pages to the image's
+   * checksum. The main thread asks after each chunk it wrote, so this runs
+   * beside the transfer, and a link install has no pass over the image left
+   * to do. Returns how many chunks are verified.
+   */
+  verifyStaged(chunks: StagedChunks): number {
+    if (this.#staging?.id !== chunks.stagingId) this.#staging = { id: chunks.stagingId, checksum: new DatabaseChecksum(chunks.pageCount), done: 0 };
+    const st = this.#staging;
+    const upTo = Math.min(chunks.upTo, chunks.chunkCrcs.length);
+    if (upTo <= st.done) return st.done;
+    const chunkBytes = chunks.chunkPages * chunks.pageSize;
+    const total = chunks.pageCount * chunks.pageSize;
+    const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total));
+    // Staging, not a database file (install links it in only after the last call): closing it is safe.
+    const ifd = openSync(chunks.imagePath, 'r');
+    try {
+      for (; st.done < upTo; st.done++) {
+        const data = buf.subarray(0, Math.min(chunkBytes, total - st.done * chunkBytes));
+        readFully(ifd, data, data.length, st.done * chunkBytes);
+        if (crc32(data) !== chunks.chunkCrcs[st.done]) {
+          this.#staging = null;
+          // Like a frame that fails its CRC: the connection ends, and the
+          // resumed bootstrap fetches this chunk again (readStaging stops at it).
+          throw new FrameChecksumError(`staged snapshot chunk ${st.done} does not match the manifest's CRC as read back`);
+        }
+        st.checksum.addImage(data, chunks.pageSize, st.done * chunks.chunkPages + 1);
+      }
+    } finally {
+      closeSync(ifd);
+    }
+    return st.done;
   }
 
   /**
@@ -1099,6 +1160,9 @@ if (parentPort !== null && (workerData as { walwireApplyWorker?: boolean } | nul
           break;
         case 'install':
           result = worker.install(req.image);
+          break;
+        case 'verify-staged':
+          result = worker.verifyStaged(req.chunks);
           break;
         case 'settle':
           result = worker.settle();

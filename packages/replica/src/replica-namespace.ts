@@ -29,7 +29,7 @@ import {
 } from '@walwire/protocol';
 import { type Logger, removeStaleTemps } from '@walwire/runtime';
 import { Applier } from './applier.js';
-import type { ApplyResult, InstallImage, RecoverResult } from './apply-worker.js';
+import type { ApplyResult, InstallImage, RecoverResult, StagedChunks } from './apply-worker.js';
 import type { CursorRecord, DivergedState } from './cursor-store.js';
 import { keptDatabaseFdIfExists } from './database-file.js';
 import { DurabilityTracker } from './durability-tracker.js';
@@ -353,6 +353,17 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       this.#idleResolve = null;
       done?.();
     }
+  }
+
+  /**
+   * Verifies and hashes, on the apply worker, the chunks of a snapshot image
+   * staged so far (ApplyWorker.verifyStaged). Resolves with the number of
+   * chunks verified; rejects with DivergedError when one does not match its
+   * CRC as read back.
+   */
+  verifyStaged(chunks: StagedChunks): Promise<number> {
+    if (this.#state === 'closed') return Promise.reject(new ClosedError(`namespace ${this.name} is closed`));
+    return this.#applier.verifyStaged(chunks);
   }
 
   /** Resolves when the queue is empty and no batch is in flight. */

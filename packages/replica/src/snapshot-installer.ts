@@ -5,11 +5,13 @@
  *   manifest.json   the SNAPSHOT_BEGIN fields (generation, seq, geometry, chunk CRCs)
  *   image           the database image, chunk i at byte i · chunkPages · pageSize
  *
- * Each chunk's CRC-32 is checked against both its message and the manifest
- * before it is written, and the database checksum of the image is computed
- * from the checked chunks as they arrive (a resumed staging hashes its
- * prefix once at SNAPSHOT_BEGIN), so no pass over the whole image is needed
- * to verify it. Which chunks are staged is not recorded separately: at
+ * A chunk arrives under its frame's CRC-32 and must name the manifest's CRC
+ * for its index. Once written, the namespace's apply worker reads it back,
+ * checks it against the manifest's CRC and adds it to the image's database
+ * checksum (ReplicaNamespace.verifyStaged), on its own thread while the next
+ * chunks arrive, so no pass over the whole image is left for the install,
+ * and a chunk whose bytes do not match fails the bootstrap before it is
+ * used (the resume then fetches it again). Which chunks are staged is not recorded separately: at
  * resume time the image is read back and its chunks are checked against the
  * manifest's CRCs, and the staged prefix ends at the first chunk that does
  * not match (never written, or torn by a crash). So no sync is needed for
@@ -34,8 +36,6 @@
 import { mkdir, open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  DatabaseChecksum,
-  DivergedError,
   FrameChecksumError,
   type SnapshotBeginMessage,
   type SnapshotChunkMessage,
@@ -44,15 +44,22 @@ import {
 } from '@walwire/protocol';
 import { type Logger, writeFileDurable } from '@walwire/runtime';
 import type { Replica } from './replica.js';
+import type { ReplicaNamespace } from './replica-namespace.js';
 
 interface Staging {
   readonly manifest: SnapshotBeginMessage;
+  readonly namespace: ReplicaNamespace;
   readonly dir: string;
   readonly image: FileHandle;
-  /** Database checksum of the staged prefix: every chunk hashed as it was checked and written. */
-  readonly checksum: DatabaseChecksum;
+  /** Identifies this staging to the apply worker's verification (StagedChunks). */
+  readonly id: number;
   /** Chunks written: always the prefix 0..staged-1. */
   staged: number;
+  /** Chunks the apply worker verified and hashed: the prefix 0..verified-1. */
+  verified: number;
+  /** The verification request in flight, if any (at most one). */
+  verifying: Promise<void> | null;
+  verifyError: Error | null;
   /** Bytes written since the last background sync started. */
   unsynced: number;
   /** The background fdatasync in flight, if any (at most one). */
@@ -120,22 +127,6 @@ export async function readStaging(nsDir: string): Promise<{ manifest: SnapshotBe
   return { manifest, staged };
 }
 
-/** Adds chunks 0..chunks-1 of a staged image (already checked against their CRCs) to `checksum`. */
-async function hashPrefix(image: FileHandle, m: SnapshotBeginMessage, chunks: number, checksum: DatabaseChecksum): Promise<void> {
-  const chunkBytes = m.chunkPages * m.pageSize;
-  const total = m.pageCount * m.pageSize;
-  const buf = Buffer.allocUnsafe(chunkBytes);
-  for (let i = 0; i < chunks; i++) {
-    const length = Math.min(chunkBytes, total - i * chunkBytes);
-    const { bytesRead } = await image.read(buf, 0, length, i * chunkBytes);
-    const data = buf.subarray(0, length);
-    if (bytesRead !== length || crc32(data) !== m.chunkCrcs[i]) {
-      throw new UnexpectedMessageError(`staged snapshot chunk ${i} of ${m.ns} changed since it was checked`);
-    }
-    checksum.addImage(data, m.pageSize, i * m.chunkPages + 1);
-  }
-}
-
 function sameSnapshot(a: SnapshotBeginMessage, b: SnapshotBeginMessage): boolean {
   return (
     a.generation === b.generation &&
@@ -161,6 +152,7 @@ export class SnapshotInstaller {
    */
   readonly #installing = new Map<string, Promise<unknown>>();
   readonly #progress = new Map<string, BootstrapProgress>();
+  #nextStagingId = 1;
 
   constructor(replica: Replica, logger: Logger, onProgress: (p: BootstrapProgress) => void = () => {}) {
     this.#replica = replica;
@@ -202,23 +194,20 @@ export class SnapshotInstaller {
         await writeFileDurable(join(dir, 'manifest.json'), JSON.stringify(m));
       }
       const image = await open(join(dir, STAGED_IMAGE), m.fromChunk === 0 ? 'w+' : 'r+');
-      const checksum = new DatabaseChecksum(m.pageCount);
-      try {
-        await hashPrefix(image, m, m.fromChunk, checksum);
-      } catch (err) {
-        await image.close();
-        throw err;
-      }
       this.#logger.info(
         { ns: m.ns, generation: m.generation, seq: m.seq, pages: m.pageCount, bytes: m.pageCount * m.pageSize, chunks: m.chunkCrcs.length, fromChunk: m.fromChunk },
         m.fromChunk > 0 ? 'bootstrap resumed' : 'bootstrap started',
       );
       const s: Staging = {
         manifest: m,
+        namespace: ns,
         dir,
         image,
-        checksum,
+        id: this.#nextStagingId++,
         staged: m.fromChunk,
+        verified: 0,
+        verifying: null,
+        verifyError: null,
         unsynced: 0,
         syncing: null,
         syncError: null,
@@ -227,22 +216,27 @@ export class SnapshotInstaller {
         lastReportAt: 0,
       };
       this.#report(s, true);
+      // A resumed staging's prefix is verified from chunk 0 as well.
+      this.#verify(s);
       return s;
     })();
     this.#active.set(m.ns, staging);
     return staging.then(() => undefined);
   }
 
-  /** SNAPSHOT_CHUNK: verifies the CRC, writes the chunk in place while hashing it, records progress. */
+  /** SNAPSHOT_CHUNK: verifies the CRC, writes the chunk in place, has it verified again as written, records progress. */
   chunk(m: SnapshotChunkMessage): Promise<void> {
     const previous = this.#active.get(m.ns);
     if (previous === undefined) return Promise.reject(new UnexpectedMessageError(`SNAPSHOT_CHUNK for ${m.ns} without SNAPSHOT_BEGIN`));
     // Chunks of one namespace are written in order: chain on the previous step.
     const next = previous.then(async (s) => {
+      // The bytes crossed the wire under the frame's CRC-32, checked before
+      // decoding; the apply worker checks them against the manifest's CRC as
+      // read back from disk (#verify), before any install uses them. So no
+      // third pass over them on this thread: only the claimed CRC is checked.
       const expected = s.manifest.chunkCrcs[m.index];
-      const actual = crc32(m.data);
-      if (actual !== m.crc || actual !== expected) {
-        throw new FrameChecksumError(`snapshot chunk ${m.index} of ${m.ns}: CRC ${actual} does not match message ${m.crc} / manifest ${String(expected)}`);
+      if (m.crc !== expected) {
+        throw new FrameChecksumError(`snapshot chunk ${m.index} of ${m.ns}: CRC ${m.crc} in the message, ${String(expected)} in the manifest`);
       }
       const chunkBytes = s.manifest.chunkPages * s.manifest.pageSize;
       const expectedLength = Math.min(chunkBytes, s.manifest.pageCount * s.manifest.pageSize - m.index * chunkBytes);
@@ -251,17 +245,13 @@ export class SnapshotInstaller {
       }
       if (m.index !== s.staged) throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} out of order, expected ${s.staged}`);
       if (s.syncError !== null) throw s.syncError;
+      if (s.verifyError !== null) throw s.verifyError;
       // No sync per chunk: resume trusts only chunks whose bytes on disk match
       // the manifest's CRC (readStaging), so an unsynced chunk lost to a power
-      // failure is simply fetched again. The write runs on the thread pool
-      // while this thread hashes the same bytes.
-      const written = s.image.write(m.data, 0, m.data.length, m.index * chunkBytes);
-      try {
-        s.checksum.addImage(m.data, s.manifest.pageSize, m.index * s.manifest.chunkPages + 1);
-      } finally {
-        await written;
-      }
+      // failure is simply fetched again.
+      await s.image.write(m.data, 0, m.data.length, m.index * chunkBytes);
       s.staged = m.index + 1;
+      this.#verify(s);
       s.bytes += m.data.length;
       s.unsynced += m.data.length;
       if (s.unsynced >= SYNC_EVERY_BYTES && s.syncing === null) {
@@ -292,20 +282,19 @@ export class SnapshotInstaller {
       if (m.generation !== generation || m.seq !== seq) {
         throw new UnexpectedMessageError(`SNAPSHOT_END for ${ns} names ${generation}@${seq}, the snapshot is ${m.generation}@${m.seq}`);
       }
+      if (s.staged !== m.chunkCrcs.length) throw new UnexpectedMessageError(`SNAPSHOT_END for ${ns} after ${s.staged} of ${m.chunkCrcs.length} chunks`);
       await s.syncing;
       await s.image.truncate(m.pageCount * m.pageSize);
       // Closed before the install: a link install makes this file the database.
       await s.image.close();
       if (s.syncError !== null) throw s.syncError;
-      if (s.staged !== m.chunkCrcs.length) throw new UnexpectedMessageError(`SNAPSHOT_END for ${ns} after ${s.staged} of ${m.chunkCrcs.length} chunks`);
-      if (s.checksum.value !== m.checksum) {
-        throw new DivergedError(`snapshot ${generation}@${seq} of ${ns}: the staged chunks checksum to ${s.checksum.value}, the manifest says ${m.checksum}`);
-      }
+      while (s.verifying !== null) await s.verifying;
+      if (s.verifyError !== null) throw s.verifyError;
       const imagePath = join(s.dir, STAGED_IMAGE);
       // No sync here: the install syncs what it relies on (the link install
       // the image it links in; the journal install the database it writes).
-      const namespace = await this.#replica.namespace(ns);
-      await namespace.installSnapshot({
+      // It checks the checksum of the verified chunks against the manifest.
+      await s.namespace.installSnapshot({
         generation,
         seq,
         checksum: m.checksum,
@@ -314,7 +303,7 @@ export class SnapshotInstaller {
         imagePath,
         chunkPages: m.chunkPages,
         chunkCrcs: m.chunkCrcs,
-        checksumState: s.checksum.toState(),
+        stagingId: s.id,
       });
       await rm(s.dir, { recursive: true, force: true });
       const ms = Date.now() - s.startedAt;
@@ -329,6 +318,28 @@ export class SnapshotInstaller {
     this.#installing.set(ns, installing);
     installing.catch(() => {});
     return done.then(() => undefined);
+  }
+
+  /**
+   * Has the apply worker verify and hash the chunks written so far, one
+   * request at a time; a request covers every chunk written before it.
+   */
+  #verify(s: Staging): void {
+    if (s.verifying !== null || s.verifyError !== null || s.verified >= s.staged) return;
+    const m = s.manifest;
+    s.verifying = s.namespace
+      .verifyStaged({ stagingId: s.id, imagePath: join(s.dir, STAGED_IMAGE), pageSize: m.pageSize, pageCount: m.pageCount, chunkPages: m.chunkPages, chunkCrcs: m.chunkCrcs, upTo: s.staged })
+      .then(
+        (verified) => {
+          s.verified = verified;
+          s.verifying = null;
+          this.#verify(s);
+        },
+        (err: unknown) => {
+          s.verifying = null;
+          s.verifyError = err as Error;
+        },
+      );
   }
 
   /** Updates progress; logs it at most once a second (and at the start). */

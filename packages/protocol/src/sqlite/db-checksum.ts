@@ -41,15 +41,6 @@ export function formatChecksum(hi: number, lo: number): string {
   return (hi >>> 0).toString(16).padStart(8, '0') + (lo >>> 0).toString(16).padStart(8, '0');
 }
 
-/** DatabaseChecksum state as plain, cloneable data (DatabaseChecksum.toState). */
-export interface DatabaseChecksumState {
-  /** Two words a page, index (pgno - 1) * 2; (0, 0) means absent. */
-  readonly hashes: Uint32Array;
-  readonly hi: number;
-  readonly lo: number;
-  readonly pageCount: number;
-}
-
 /**
  * Incremental database checksum. Remembers each page's hash (8 bytes a page),
  * so replacing or truncating pages never needs their old contents.
@@ -121,25 +112,6 @@ export class DatabaseChecksum {
     copy.#lo = this.#lo;
     copy.#pageCount = this.#pageCount;
     return copy;
-  }
-
-  /**
-   * The whole state as plain data, to move a checksum to another thread
-   * (postMessage; `hashes` may be transferred). The table is shared, not
-   * copied: stop using this instance once its state was handed over.
-   */
-  toState(): DatabaseChecksumState {
-    return { hashes: this.#hashes, hi: this.#hi, lo: this.#lo, pageCount: this.#pageCount };
-  }
-
-  /** The checksum whose state `toState()` returned. */
-  static fromState(state: DatabaseChecksumState): DatabaseChecksum {
-    const sum = new DatabaseChecksum(0);
-    sum.#hashes = state.hashes.length >= 2 ? state.hashes : new Uint32Array(2);
-    sum.#hi = state.hi >>> 0;
-    sum.#lo = state.lo >>> 0;
-    sum.#pageCount = state.pageCount;
-    return sum;
   }
 
   #ensure(pgno: number): void {
