@@ -1,10 +1,14 @@
 /**
  * `npm run bench [-- --quick] [-- --only ID,ID]`: runs every suite and writes
  * docs/benchmarks.md with the machine, the date, the commit, and each figure
- * beside its baseline and goal.
+ * beside its baseline and goal. With `--only`, just those suites run, and
+ * their sections replace the same sections of the existing file (each marked
+ * with the date and commit of its own run); the rest of the file stays.
+ * Suite ids: see suites.ts (format, replica, primary, streaming, bootstrap,
+ * operations).
  */
 import { execSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type BenchSection, type Figure, makeContext } from './lib.js';
@@ -77,8 +81,28 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   const out = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
-  writeFileSync(out, doc);
+  if (only && existsSync(out)) {
+    const stamp = `Re-run alone (\`--only ${[...only].join(',')}\`) on ${new Date().toISOString()} at commit ${sh('git rev-parse --short HEAD')}${quick ? ' (quick profile)' : ''}; the rest of this file is from the run above.`;
+    writeFileSync(out, spliceSections(readFileSync(out, 'utf8'), sections.map((s) => ({ heading: `## ${s.title} (issue #${s.issue})`, body: `${section(s)}\n\n${stamp}\n` }))));
+  } else {
+    writeFileSync(out, doc);
+  }
   console.log(`wrote ${out}`);
+}
+
+/** Replaces each section (its heading line up to the next `## ` heading) in `doc`, or appends it. */
+function spliceSections(doc: string, replacements: readonly { heading: string; body: string }[]): string {
+  let text = doc.endsWith('\n') ? doc : `${doc}\n`;
+  for (const { heading, body } of replacements) {
+    const start = text.indexOf(`${heading}\n`);
+    if (start < 0) {
+      text = `${text}\n${body}`;
+      continue;
+    }
+    const next = text.indexOf('\n## ', start + heading.length);
+    text = `${text.slice(0, start)}${body}${next < 0 ? '' : text.slice(next)}`;
+  }
+  return text;
 }
 
 main().catch((err: unknown) => {

@@ -9,19 +9,23 @@
  * for its index. Once written, the namespace's apply worker reads it back,
  * checks it against the manifest's CRC and adds it to the image's database
  * checksum (ReplicaNamespace.verifyStaged), on its own thread while the next
- * chunks arrive, so no pass over the whole image is left for the install,
- * and a chunk whose bytes do not match fails the bootstrap before it is
- * used (the resume then fetches it again). Which chunks are staged is not recorded separately: at
- * resume time the image is read back and its chunks are checked against the
- * manifest's CRCs, and the staged prefix ends at the first chunk that does
- * not match (never written, or torn by a crash). So no sync is needed for
- * correctness while staging; the image is fdatasynced in the background
- * every SYNC_EVERY_BYTES only to keep the disk writing while the network
- * delivers, which leaves little to sync at the end. At SNAPSHOT_END an image
- * whose checksum does not match the manifest is refused, and a matching one
- * is installed through the namespace: linked in as the database file when
- * the namespace has none (a fresh replica), else written as one journal
- * transaction, so readers switch atomically either way.
+ * chunks arrive: no pass over the whole image is left for the install, and
+ * a chunk whose bytes do not match ends the connection before anything uses
+ * it (the resume fetches it again).
+ *
+ * Which chunks are staged is not recorded separately: at resume time the
+ * image is read back and its chunks are checked against the manifest's CRCs,
+ * and the staged prefix ends at the first chunk that does not match (never
+ * written, or torn by a crash). So no sync is needed for correctness while
+ * staging; the image is fdatasynced in the background every
+ * SYNC_EVERY_BYTES only to keep the disk writing while the network
+ * delivers, which leaves little to sync at the end.
+ *
+ * At SNAPSHOT_END the namespace installs the image, and refuses it if the
+ * checksum of the verified chunks differs from the manifest's: linked in as
+ * the database file when the namespace has none (a fresh replica), else
+ * written as one journal transaction, so readers switch atomically either
+ * way.
  *
  * Crash between steps:
  * - after manifest.json, before any chunk: no chunk verifies; the next
@@ -97,6 +101,12 @@ export const STAGED_IMAGE = 'image';
 const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
 
 /**
+ * Staging ids, unique in the process: a namespace's apply worker outlives
+ * the replication client (and its installer) that staged for it.
+ */
+let nextStagingId = 1;
+
+/**
  * What a namespace has staged: the manifest and the length of the prefix of
  * chunks whose bytes on disk match the manifest's CRCs.
  */
@@ -152,7 +162,6 @@ export class SnapshotInstaller {
    */
   readonly #installing = new Map<string, Promise<unknown>>();
   readonly #progress = new Map<string, BootstrapProgress>();
-  #nextStagingId = 1;
 
   constructor(replica: Replica, logger: Logger, onProgress: (p: BootstrapProgress) => void = () => {}) {
     this.#replica = replica;
@@ -203,7 +212,7 @@ export class SnapshotInstaller {
         namespace: ns,
         dir,
         image,
-        id: this.#nextStagingId++,
+        id: nextStagingId++,
         staged: m.fromChunk,
         verified: 0,
         verifying: null,
