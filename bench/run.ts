@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   const out = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
   if (only && existsSync(out)) {
     const stamp = `Re-run alone (\`--only ${[...only].join(',')}\`) on ${new Date().toISOString()} at commit ${sh('git rev-parse --short HEAD')}${quick ? ' (quick profile)' : ''}; the rest of this file is from the run above.`;
-    writeFileSync(out, spliceSections(readFileSync(out, 'utf8'), sections.map((s) => ({ heading: `## ${s.title} (issue #${s.issue})`, body: `${section(s)}\n\n${stamp}\n` }))));
+    writeFileSync(out, spliceSections(readFileSync(out, 'utf8'), sections.map((s) => ({ heading: `## ${s.title} (issue #${s.issue})`, body: `${section(s).trimEnd()}\n\n${stamp}\n` }))));
   } else {
     writeFileSync(out, doc);
   }
