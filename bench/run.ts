@@ -104,6 +104,7 @@ async function main(): Promise<void> {
   console.log(`wrote ${out}`);
 }
 
+
 main().catch((err: unknown) => {
   console.error(err);
   process.exit(1);

@@ -191,7 +191,7 @@ export class PrimaryNamespace {
         control.pragma('busy_timeout = 0');
       }
       log = await ReplicationLog.open({ dir: join(options.dataDir, name, 'log'), segmentBytes: options.segmentBytes, logger });
-      const snapshots = await SnapshotStore.open(join(options.dataDir, name, 'snapshots'), logger);
+      const snapshots = await SnapshotStore.open(join(options.dataDir, name, 'snapshots'), logger, options.snapshotChunkBytes);
       const ns = new PrimaryNamespace(name, config.path, options, control, log, snapshots, checkpointer, hooks, logger);
       checkpointer.register(name, (run) => ns.#checkpoint(run));
       await ns.#exclusive(() => ns.#establish(undefined));

@@ -134,6 +134,14 @@ export interface PrimaryLimits {
    * @default 4294967296 (4 GiB)
    */
   readonly maxBlobBytes: number;
+  /**
+   * Bytes per SNAPSHOT_CHUNK (at most the protocol's maxChunkBytes); a crash
+   * mid-bootstrap re-fetches at most about one chunk. Snapshot images store
+   * a CRC-32 per chunk of this size when they are published, so a bootstrap
+   * reads its image once.
+   * @default 4194304 (4 MiB)
+   */
+  readonly snapshotChunkBytes: number;
 }
 
 export interface PrimaryOptions extends Partial<PrimaryLimits> {
@@ -164,6 +172,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   segmentBytes: 64 * 1024 * 1024,
   snapshotAdvanceSeqs: 10_000,
   maxBlobBytes: 4 * 1024 * 1024 * 1024,
+  snapshotChunkBytes: 4 * 1024 * 1024,
 });
 
 export interface ResolvedPrimaryOptions extends PrimaryLimits {
@@ -224,5 +233,6 @@ export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryO
   checkIntegerOption('segmentBytes', limits.segmentBytes, 64 * 1024, 64 * 1024 * MiB);
   checkIntegerOption('snapshotAdvanceSeqs', limits.snapshotAdvanceSeqs, 0, Number.MAX_SAFE_INTEGER);
   checkIntegerOption('maxBlobBytes', limits.maxBlobBytes, 1, Number.MAX_SAFE_INTEGER);
+  checkIntegerOption('snapshotChunkBytes', limits.snapshotChunkBytes, 4096, 1024 * MiB);
   return Object.freeze({ ...limits, dataDir: options.dataDir, namespaces });
 }

@@ -77,12 +77,6 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
    */
   readonly stallTimeoutMs?: number;
   /**
-   * Bytes per SNAPSHOT_CHUNK (at most the protocol's maxChunkBytes); a crash
-   * mid-bootstrap re-fetches at most about one chunk.
-   * @default 4194304 (4 MiB)
-   */
-  readonly snapshotChunkBytes?: number;
-  /**
    * Page bytes a TXN or TXN_PART message aims at: smaller messages keep
    * per-message latency and memory low on slow links.
    * @default 1048576 (1 MiB)
@@ -188,7 +182,7 @@ export class PrimaryDaemon {
     if (sentinel.unclean) {
       logger.warn({ previous: sentinel.previous, sentinel: sentinel.path }, 'unclean shutdown detected: verifying replication logs and positions');
     }
-    const primary = await Primary.start({ ...options, logger });
+    const primary = await Primary.start({ ...options, snapshotChunkBytes: session.snapshotChunkBytes, logger });
     // The server calls back into the daemon, which needs the server: tie the knot through a holder.
     const holder: { daemon?: PrimaryDaemon } = {};
     const server = new ReplicationServer(

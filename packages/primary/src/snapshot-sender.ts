@@ -3,6 +3,13 @@
  * CRC-32 per chunk), SNAPSHOT_CHUNK × n, SNAPSHOT_END. Reads the image in
  * chunk-sized slices, so memory stays at a few chunks whatever the database
  * size, and respects the same unflushed-bytes window as the log sender.
+ *
+ * The manifest's CRCs come from the image's meta when it stores them for
+ * this chunk size (computed when the image was published), so the image is
+ * read once; otherwise a first pass computes them, and the second checks
+ * each chunk against them as it is sent. Stored CRCs are not recomputed
+ * here: the replica checks every chunk against the manifest before writing
+ * it, and again as read back from its staging.
  */
 import { MessageType, type ProtocolLimits, crc32, encodeMessage } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
@@ -15,7 +22,11 @@ export interface SnapshotSource {
   readonly checksum: string;
   readonly pageSize: number;
   readonly pageCount: number;
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /** CRC-32 of each chunk of chunkPages pages, when the image stores them. */
+  readonly chunkPages?: number;
+  readonly chunkCrcs?: readonly number[];
+  /** Reads into `into` when given (at least `length` bytes), else into a new buffer. */
+  read(offset: number, length: number, into?: Buffer): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -38,10 +49,13 @@ export async function streamSnapshot(options: {
     const chunkBytes = chunkPages * source.pageSize;
     const total = source.pageCount * source.pageSize;
     const chunkCount = Math.ceil(source.pageCount / chunkPages);
-    const crcs: number[] = [];
-    for (let i = 0; i < chunkCount; i++) {
+    // One buffer for every read: encodeMessage copies the chunk into its frame.
+    const buf = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(total, 1)));
+    const stored = source.chunkPages === chunkPages && source.chunkCrcs?.length === chunkCount ? source.chunkCrcs : undefined;
+    const crcs: number[] = stored === undefined ? [] : [...stored];
+    for (let i = 0; stored === undefined && i < chunkCount; i++) {
       const len = Math.min(chunkBytes, total - i * chunkBytes);
-      crcs.push(crc32(await source.read(i * chunkBytes, len)));
+      crcs.push(crc32(await source.read(i * chunkBytes, len, buf)));
     }
     const fromChunk = options.fromChunk ?? 0;
     let unflushed = 0;
@@ -70,8 +84,8 @@ export async function streamSnapshot(options: {
       ),
     );
     for (let i = fromChunk; i < chunkCount; i++) {
-      const data = await source.read(i * chunkBytes, Math.min(chunkBytes, total - i * chunkBytes));
-      const crc = crc32(data);
+      const data = await source.read(i * chunkBytes, Math.min(chunkBytes, total - i * chunkBytes), buf);
+      const crc = stored === undefined ? crc32(data) : crcs[i]!;
       // The source must be immutable while streamed; a changed chunk would not match its manifest CRC.
       if (crc !== crcs[i]) throw new Error(`snapshot source of ${ns} changed while streaming (chunk ${i})`);
       await send(encodeMessage({ type: MessageType.SNAPSHOT_CHUNK, ...head, index: i, data, crc }, limits));

@@ -4,7 +4,7 @@
  * bootstrap never reads the live database (and never risks its locks).
  *
  *     snapshots/<generation>-<seq>.img    the database image after seq
- *     snapshots/<generation>-<seq>.json   {generation, seq, checksum, pageSize, pageCount}
+ *     snapshots/<generation>-<seq>.json   {generation, seq, checksum, pageSize, pageCount, chunkPages, chunkCrcs}
  *
  * The generation's base (seq 0) is written when the generation starts, from
  * the very image the tailer checksums. `advance()` rolls the newest image
@@ -13,7 +13,10 @@
  * checksum against the log's checksum at the target seq, then publish it.
  * Snapshots are thereby checked against the log on every advance
  * (invariant 4), and retention may drop log records at or below the newest
- * snapshot's seq.
+ * snapshot's seq. Each image's meta also holds a CRC-32 per snapshot chunk,
+ * computed while the image is written (base) or checksummed (advance), so a
+ * bootstrap reads the image once: the sender needs the CRCs for the manifest
+ * before the first chunk.
  *
  * Publishing an image (writeImage/advance), crash between steps:
  *   1. write <name>.img.tmp, fdatasync      → temp left; removed at open
@@ -23,7 +26,7 @@
  */
 import { copyFile, mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LogCorruptError, isChecksum, isGeneration, lockBytePage, DatabaseChecksum } from '@walwire/protocol';
+import { LogCorruptError, crc32, isChecksum, isGeneration, lockBytePage, DatabaseChecksum } from '@walwire/protocol';
 import { type Logger, fsyncDir, writeFileDurable } from '@walwire/runtime';
 import type { LogRecord } from './log-record.js';
 import type { SnapshotSource } from './snapshot-sender.js';
@@ -34,6 +37,9 @@ export interface SnapshotMeta {
   readonly checksum: string;
   readonly pageSize: number;
   readonly pageCount: number;
+  /** Pages per snapshot chunk, and the CRC-32 of each chunk of the image (absent in metas of older versions). */
+  readonly chunkPages?: number;
+  readonly chunkCrcs?: readonly number[];
 }
 
 /** What advance() reads: durable records of the current generation. */
@@ -47,20 +53,26 @@ const NAME = /^([0-9a-f]{32})-(\d+)\.json$/;
 export class SnapshotStore {
   readonly dir: string;
   readonly #logger: Logger;
+  /** Chunk size whose CRCs each published image carries. */
+  readonly #chunkBytes: number;
   #latest: SnapshotMeta | undefined;
   /** Serializes writers; readers use published files, which never change. */
   #busy: Promise<unknown> = Promise.resolve();
   readonly #readers = new Map<string, number>();
 
-  private constructor(dir: string, logger: Logger) {
+  private constructor(dir: string, logger: Logger, chunkBytes: number) {
     this.dir = dir;
     this.#logger = logger;
+    this.#chunkBytes = chunkBytes;
   }
 
-  /** Opens the store, removing what a crash left half-published. */
-  static async open(dir: string, logger: Logger): Promise<SnapshotStore> {
+  /**
+   * Opens the store, removing what a crash left half-published. Images it
+   * publishes carry CRCs of `chunkBytes` chunks (the sender's chunk size).
+   */
+  static async open(dir: string, logger: Logger, chunkBytes = 4 * 1024 * 1024): Promise<SnapshotStore> {
     await mkdir(dir, { recursive: true });
-    const store = new SnapshotStore(dir, logger);
+    const store = new SnapshotStore(dir, logger, chunkBytes);
     const names = await readdir(dir);
     const metas: SnapshotMeta[] = [];
     for (const name of names) {
@@ -93,8 +105,10 @@ export class SnapshotStore {
     return this.#serialize(async () => {
       const tmp = join(this.dir, `${fileBase(meta)}.img.tmp`);
       const handle = await open(tmp, 'w');
+      const crcs = new ChunkCrcs(this.#chunkPages(meta.pageSize), meta.pageSize);
       try {
         await fill(async (offset, data) => {
+          crcs.add(offset, data);
           await handle.write(data, 0, data.length, offset);
         });
         await handle.truncate(meta.pageCount * meta.pageSize);
@@ -102,7 +116,7 @@ export class SnapshotStore {
       } finally {
         await handle.close();
       }
-      return this.#publish(meta, tmp);
+      return this.#publish({ ...meta, ...crcs.finish(meta.pageCount) }, tmp);
     });
   }
 
@@ -123,6 +137,7 @@ export class SnapshotStore {
       await copyFile(join(this.dir, `${fileBase(base)}.img`), tmp);
       const handle = await open(tmp, 'r+');
       let pageCount = base.pageCount;
+      let chunks: Pick<SnapshotMeta, 'chunkPages' | 'chunkCrcs'> = {};
       try {
         for await (const record of log.read(base.seq + 1, toSeq)) {
           if (record.kind !== 'txn') continue;
@@ -133,7 +148,9 @@ export class SnapshotStore {
           }
         }
         await handle.datasync();
-        const actual = await checksumFile(handle, base.pageSize, pageCount);
+        const crcs = new ChunkCrcs(this.#chunkPages(base.pageSize), base.pageSize);
+        const actual = await checksumFile(handle, base.pageSize, pageCount, crcs);
+        chunks = crcs.finish(pageCount);
         if (actual !== expectedChecksum) {
           throw new LogCorruptError(`snapshot image replayed to seq ${toSeq} has checksum ${actual}, the log says ${expectedChecksum}`);
         }
@@ -143,7 +160,7 @@ export class SnapshotStore {
         throw err;
       }
       await handle.close();
-      return this.#publish({ ...target, pageCount }, tmp);
+      return this.#publish({ ...target, pageCount, chunkPages: undefined, chunkCrcs: undefined, ...chunks }, tmp);
     });
   }
 
@@ -164,11 +181,11 @@ export class SnapshotStore {
     return open(join(this.dir, file), 'r').then(
       (handle): SnapshotSource => ({
         ...meta,
-        read: async (offset, length) => {
-          const buf = Buffer.allocUnsafe(length);
+        read: async (offset, length, into) => {
+          const buf = into ?? Buffer.allocUnsafe(length);
           const { bytesRead } = await handle.read(buf, 0, length, offset);
           if (bytesRead !== length) throw new LogCorruptError(`snapshot image ${file} is short at offset ${offset}`);
-          return buf;
+          return buf.subarray(0, length);
         },
         close: async () => {
           await handle.close();
@@ -189,6 +206,10 @@ export class SnapshotStore {
       this.#latest = undefined;
       await fsyncDir(this.dir);
     });
+  }
+
+  #chunkPages(pageSize: number): number {
+    return Math.max(1, Math.floor(this.#chunkBytes / pageSize));
   }
 
   async #publish(meta: SnapshotMeta, tmp: string): Promise<SnapshotMeta> {
@@ -217,15 +238,64 @@ function fileBase(meta: Pick<SnapshotMeta, 'generation' | 'seq'>): string {
   return `${meta.generation}-${meta.seq}`;
 }
 
-/** Database checksum of an image file's first pageCount pages. */
-async function checksumFile(handle: FileHandle, pageSize: number, pageCount: number): Promise<string> {
+/**
+ * CRC-32 of each chunk of an image written or read front to back, in slices
+ * of any size. Bytes out of order (or a short image) leave no CRCs: the
+ * sender then computes them.
+ */
+class ChunkCrcs {
+  readonly #chunkBytes: number;
+  readonly #chunkPages: number;
+  readonly #pageSize: number;
+  readonly #crcs: number[] = [];
+  #crc = 0;
+  #inChunk = 0;
+  #next = 0;
+  #broken = false;
+
+  constructor(chunkPages: number, pageSize: number) {
+    this.#chunkPages = chunkPages;
+    this.#pageSize = pageSize;
+    this.#chunkBytes = chunkPages * pageSize;
+  }
+
+  add(offset: number, data: Uint8Array): void {
+    if (this.#broken || offset !== this.#next) {
+      this.#broken = true;
+      return;
+    }
+    this.#next += data.length;
+    for (let at = 0; at < data.length; ) {
+      const n = Math.min(data.length - at, this.#chunkBytes - this.#inChunk);
+      this.#crc = crc32(data.subarray(at, at + n), this.#crc);
+      this.#inChunk += n;
+      at += n;
+      if (this.#inChunk === this.#chunkBytes) {
+        this.#crcs.push(this.#crc);
+        this.#crc = 0;
+        this.#inChunk = 0;
+      }
+    }
+  }
+
+  /** The CRCs of an image of pageCount pages, or nothing if the bytes seen were not exactly that image. */
+  finish(pageCount: number): Pick<SnapshotMeta, 'chunkPages' | 'chunkCrcs'> {
+    if (this.#broken || this.#next !== pageCount * this.#pageSize) return {};
+    return { chunkPages: this.#chunkPages, chunkCrcs: this.#inChunk > 0 ? [...this.#crcs, this.#crc] : [...this.#crcs] };
+  }
+}
+
+/** Database checksum of an image file's first pageCount pages (and its chunk CRCs, read in order). */
+async function checksumFile(handle: FileHandle, pageSize: number, pageCount: number, crcs: ChunkCrcs): Promise<string> {
   const sum = new DatabaseChecksum(pageCount);
   const slice = Math.max(1, Math.floor((4 * 1024 * 1024) / pageSize));
   const buf = Buffer.allocUnsafe(slice * pageSize);
   const lockPage = lockBytePage(pageSize);
   for (let first = 1; first <= pageCount; first += slice) {
     const count = Math.min(slice, pageCount - first + 1);
-    await handle.read(buf, 0, count * pageSize, (first - 1) * pageSize);
+    const { bytesRead } = await handle.read(buf, 0, count * pageSize, (first - 1) * pageSize);
+    if (bytesRead !== count * pageSize) throw new LogCorruptError(`snapshot image is short at page ${first}`);
+    crcs.add((first - 1) * pageSize, buf.subarray(0, count * pageSize));
     for (let k = 0; k < count; k++) {
       if (first + k !== lockPage) sum.setPage(first + k, buf.subarray(k * pageSize, (k + 1) * pageSize));
     }

@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DatabaseChecksum, type Txn } from '@walwire/protocol';
+import { DatabaseChecksum, type Txn, crc32 } from '@walwire/protocol';
 import { type LogRecord, SnapshotStore } from '@walwire/primary';
 import { silentLogger } from '@walwire/runtime';
 
@@ -68,6 +68,28 @@ describe('SnapshotStore', () => {
     // The replaced image stays readable until its reader closes.
     expect((await reader0.read(0, PAGE)).length).toBe(PAGE);
     await reader0.close();
+  });
+
+  it('stores a CRC-32 per chunk with each published image (base and advanced), so a bootstrap reads the image once', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'walwire-snap-'));
+    const pages = new Map([1, 2, 3, 4, 5].map((p) => [p, randomBytes(PAGE)]));
+    const store = await SnapshotStore.open(dir, silentLogger(), 2 * PAGE);
+    const crcsOf = (image: Map<number, Uint8Array>, count: number): number[] => {
+      const out: number[] = [];
+      for (let p = 1; p <= count; p += 2) out.push(crc32(Buffer.concat([image.get(p)!, ...(p + 1 <= count ? [image.get(p + 1)!] : [])])));
+      return out;
+    };
+    const meta = await base(store, pages, 5);
+    expect(meta).toMatchObject({ chunkPages: 2, chunkCrcs: crcsOf(pages, 5) });
+    const p3 = randomBytes(PAGE);
+    const after = new Map(pages).set(3, p3);
+    const txns: Txn[] = [{ seq: 1, commitSize: 4, checksum: checksumOf(after, 4), commitTime: 0, pages: [{ pgno: 3, data: p3 }] }];
+    const advanced = await store.advance(logOf(txns), 1, txns[0]!.checksum);
+    expect(advanced).toMatchObject({ seq: 1, pageCount: 4, chunkPages: 2, chunkCrcs: crcsOf(after, 4) });
+    expect((await SnapshotStore.open(dir, silentLogger())).latest).toEqual(advanced);
+    const reader = await store.openReader();
+    expect(reader.chunkCrcs).toEqual(crcsOf(after, 4));
+    await reader.close();
   });
 
   it('refuses to publish an image whose replayed checksum differs from the log, keeping the old one', async () => {

@@ -9,8 +9,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { ApplyFailedError, InvalidTxnError, type Txn, errorFromWire } from '@walwire/protocol';
-import type { ApplyResult, ApplyWorkerData, InstallImage, InstallResult, PackedBatch, RecoverResult, WorkerEvent, WorkerRequest } from './apply-worker.js';
+import type { ApplyResult, ApplyWorkerData, InstallImage, InstallResult, PackedBatch, RecoverResult, StagedChunks, WorkerEvent, WorkerRequest } from './apply-worker.js';
 import type { CursorRecord } from './cursor-store.js';
+import { adoptDatabaseFd } from './database-file.js';
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void };
 
@@ -48,6 +49,11 @@ export class Applier {
   /** Replaces the database with a verified snapshot image (ApplyWorker.install). */
   install(image: InstallImage): Promise<InstallResult> {
     return this.#request({ kind: 'install', image }) as Promise<InstallResult>;
+  }
+
+  /** Verifies and hashes the snapshot chunks staged so far (ApplyWorker.verifyStaged); resolves with the count verified. */
+  verifyStaged(chunks: StagedChunks): Promise<number> {
+    return this.#request({ kind: 'verify-staged', chunks }) as Promise<number>;
   }
 
   /** Writes a deferred post-commit cursor record (ApplyWorker.settle). */
@@ -88,6 +94,10 @@ export class Applier {
   #onEvent(event: WorkerEvent): void {
     if (event.kind === 'lock-wait') {
       this.onLockWait(event.waitedMs);
+      return;
+    }
+    if (event.kind === 'fd-opened') {
+      adoptDatabaseFd(event.fd);
       return;
     }
     const waiter = this.#pending.get(event.id);

@@ -12,8 +12,11 @@
  * connection takes is the process's lock, exactly as on the main thread.
  *
  * All page I/O goes through the descriptor kept open for the process lifetime
- * (database-file.ts); this thread never opens or closes the database file
- * with `fs`.
+ * (database-file.ts); this thread never closes a descriptor of the database
+ * file. It opens one only where the file did not exist at open: then the
+ * first apply creates it, or a snapshot install links the staged image in
+ * as the database (installByLink), and the new descriptor is handed to the
+ * main thread's registry ('fd-opened').
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
@@ -24,6 +27,7 @@ import {
   fdatasyncSync,
   fstatSync,
   ftruncateSync,
+  linkSync,
   openSync,
   readSync,
   unlinkSync,
@@ -36,9 +40,11 @@ import {
   ClosedError,
   DatabaseChecksum,
   DivergedError,
+  FrameChecksumError,
   InvalidTxnError,
   SnapshotRequiredError,
   WalwireError,
+  crc32,
   encodeJournal,
   lockBytePage,
   parseDatabaseHeader,
@@ -57,8 +63,12 @@ export interface ApplyWorkerData {
   readonly journalPath: string;
   readonly cursorPath: string;
   readonly dir: string;
-  /** The kept read-write descriptor of dbPath. */
-  readonly fd: number;
+  /**
+   * The kept read-write descriptor of dbPath, or null when the file did not
+   * exist at open (a fresh namespace: it is created by the first apply, or
+   * is the first snapshot's image, linked in).
+   */
+  readonly fd: number | null;
   readonly lockAttemptMs: number;
   readonly verifyReadBytes: number;
   /** Set to 1 by the main thread to abandon a lock wait (namespace closing). */
@@ -89,6 +99,7 @@ export type WorkerRequest =
       readonly settle: boolean;
     }
   | { readonly id: number; readonly kind: 'install'; readonly image: InstallImage }
+  | { readonly id: number; readonly kind: 'verify-staged'; readonly chunks: StagedChunks }
   | { readonly id: number; readonly kind: 'settle' }
   | { readonly id: number; readonly kind: 'set-durable'; readonly durableSeq: number }
   | { readonly id: number; readonly kind: 'close' };
@@ -128,12 +139,40 @@ export interface InstallImage {
   readonly checksum: string;
   readonly pageSize: number;
   readonly pageCount: number;
-  /** The staged image file (not a SQLite file: opening and closing it is safe). */
+  /**
+   * The staged image file. Not a SQLite file until installByLink links it in
+   * as the database: until then opening and closing it is safe.
+   */
   readonly imagePath: string;
+  /** The manifest's chunk geometry and CRC-32 per chunk: the image is checked against them as read back. */
+  readonly chunkPages?: number;
+  readonly chunkCrcs?: readonly number[];
+  /**
+   * Set when every chunk was verified and hashed while it was staged
+   * (ApplyWorker.verifyStaged with this id): a link install then needs no
+   * pass over the image of its own. Without it the image is read back,
+   * checked and hashed at install time.
+   */
+  readonly stagingId?: number;
+}
+
+/** The chunks of a snapshot image staged so far, to verify (ApplyWorker.verifyStaged). */
+export interface StagedChunks {
+  /** New for each staging (each SNAPSHOT_BEGIN): a new id starts over at chunk 0. */
+  readonly stagingId: number;
+  readonly imagePath: string;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  readonly chunkPages: number;
+  readonly chunkCrcs: readonly number[];
+  /** Chunks 0..upTo-1 are written to imagePath. */
+  readonly upTo: number;
 }
 
 export interface InstallResult {
   readonly cursor: CursorRecord;
+  /** 'link': the image became the database file (fresh namespace); 'journal': written into it as one transaction. */
+  readonly method: 'link' | 'journal';
   readonly journalRecords: number;
   readonly bytesWritten: number;
   readonly lockWaitMs: number;
@@ -143,7 +182,9 @@ export interface InstallResult {
 export type WorkerEvent =
   | { readonly kind: 'reply'; readonly id: number; readonly ok: true; readonly result: unknown }
   | { readonly kind: 'reply'; readonly id: number; readonly ok: false; readonly error: { name: string; code: string; message: string } }
-  | { readonly kind: 'lock-wait'; readonly waitedMs: number };
+  | { readonly kind: 'lock-wait'; readonly waitedMs: number }
+  /** The worker opened the database's kept descriptor (the file did not exist at open); never to be closed. */
+  | { readonly kind: 'fd-opened'; readonly fd: number };
 
 // ---------------------------------------------------------------------------
 
@@ -166,7 +207,9 @@ interface Plan {
 
 export class ApplyWorker {
   readonly #data: ApplyWorkerData;
-  readonly #db: Database.Database;
+  /** null while the database file does not exist (see ApplyWorkerData.fd). */
+  #conn: Database.Database | null = null;
+  #dbFd: number | null;
   readonly #post: (event: WorkerEvent) => void;
   #checksum = new DatabaseChecksum();
   #pageSize = 0;
@@ -180,22 +223,55 @@ export class ApplyWorker {
   #checksumStale = false;
   /** The last commit's cursor record 2 is not written yet (see apply, step 8). */
   #unsettled = false;
+  /** The snapshot image being staged: its chunks verified so far, and their checksum. */
+  #staging: { readonly id: number; readonly checksum: DatabaseChecksum; done: number } | null = null;
 
   constructor(data: ApplyWorkerData, post: (event: WorkerEvent) => void) {
     this.#data = data;
     this.#post = post;
+    this.#dbFd = data.fd;
+    if (data.fd !== null) this.#connect();
+  }
+
+  /** The SQLite connection; only code that runs after #open() or with a kept descriptor uses it. */
+  get #db(): Database.Database {
+    if (this.#conn === null) throw new ApplyFailedError('the replica database is not open');
+    return this.#conn;
+  }
+
+  /** The kept descriptor of the database file. */
+  get #fd(): number {
+    if (this.#dbFd === null) throw new ApplyFailedError('the replica database is not open');
+    return this.#dbFd;
+  }
+
+  #connect(): void {
     // Read-write, so that it can roll back a hot journal (a read-only opener
     // gets SQLITE_READONLY_ROLLBACK). Its busy timeout bounds one lock attempt.
-    this.#db = new Database(data.dbPath, { timeout: data.lockAttemptMs });
+    this.#conn = new Database(this.#data.dbPath, { timeout: this.#data.lockAttemptMs });
+  }
+
+  /**
+   * Opens the database file when it had none at open (creating it empty if
+   * it is still missing): first the kept descriptor, handed to the main
+   * thread's registry so that the process never opens a second one, then the
+   * SQLite connection.
+   */
+  #open(): void {
+    if (this.#dbFd !== null) return;
+    const fd = openSync(this.#data.dbPath, constants.O_RDWR | constants.O_CREAT, 0o644);
+    this.#dbFd = fd;
+    this.#post({ kind: 'fd-opened', fd });
+    this.#connect();
   }
 
   close(): void {
-    if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
+    if (this.#conn?.inTransaction === true) this.#conn.exec('ROLLBACK');
     if (this.#cursor !== null && this.#broken === null) this.settle();
     // Closing the SQLite connection is safe: SQLite defers closing its own
     // descriptor while other connections of the process hold locks, and our
     // kept `fs` descriptor holds none of its own.
-    this.#db.close();
+    this.#conn?.close();
   }
 
   /**
@@ -217,19 +293,26 @@ export class ApplyWorker {
    */
   recover(): RecoverResult {
     let cursor = readCursorSync(this.#data.cursorPath);
+    // Some other process created the file since the main thread looked.
+    if (this.#dbFd === null && existsSync(this.#data.dbPath)) this.#open();
     const hadJournal = existsSync(this.#data.journalPath);
     const started = performance.now();
-    // A read takes the SHARED lock; on the way SQLite finds a hot journal and,
-    // being read-write, plays it back (pager.c hasHotJournal, pager_playback).
-    // Holding SHARED for the verification keeps any other opener from
-    // rolling back a journal under it (none can exist, we are the only writer).
-    this.#db.exec('BEGIN');
     let bytes = 0;
-    try {
-      this.#db.prepare('SELECT count(*) FROM sqlite_schema').get();
-      bytes = this.#verifyFull();
-    } finally {
-      this.#db.exec('COMMIT');
+    if (this.#conn === null) {
+      // No database file: the empty database (a journal without its database is never hot).
+      this.#checksum = new DatabaseChecksum();
+    } else {
+      // A read takes the SHARED lock; on the way SQLite finds a hot journal and,
+      // being read-write, plays it back (pager.c hasHotJournal, pager_playback).
+      // Holding SHARED for the verification keeps any other opener from
+      // rolling back a journal under it (none can exist, we are the only writer).
+      this.#db.exec('BEGIN');
+      try {
+        this.#db.prepare('SELECT count(*) FROM sqlite_schema').get();
+        bytes = this.#verifyFull();
+      } finally {
+        this.#db.exec('COMMIT');
+      }
     }
     const verifyMs = performance.now() - started;
     const actual = this.#checksum.value;
@@ -289,7 +372,8 @@ export class ApplyWorker {
 
   /** Reads the whole file through the kept descriptor into a fresh checksum. */
   #verifyFull(): number {
-    const { fd, verifyReadBytes } = this.#data;
+    const { verifyReadBytes } = this.#data;
+    const fd = this.#fd;
     const size = fstatSync(fd).size;
     const checksum = new DatabaseChecksum();
     if (size === 0) {
@@ -384,6 +468,8 @@ export class ApplyWorker {
     const skipped = all.length - txns.length;
     if (txns.length === 0) return this.#noop(cursor, skipped, started);
     this.#validate(txns, batch.pageSize || this.#pageSize || 4096);
+    // A fresh namespace's first apply creates the (empty) database file.
+    this.#open();
     // Before the lock: nothing on disk changes until step 2.
     const lockWaitMs = this.#beginExclusive();
     let journalWritten = false;
@@ -391,7 +477,7 @@ export class ApplyWorker {
     let oldSize = 0;
     let originals: JournalRecord[] = [];
     try {
-      const fd = this.#data.fd;
+      const fd = this.#fd;
       // A batch without page images (possible only for a pure shrink) takes the database's page size.
       const pageSize = batch.pageSize || this.#pageSize;
       if (pageSize === 0) throw new InvalidTxnError('the first batch applied to an empty replica must contain page 1');
@@ -584,8 +670,16 @@ export class ApplyWorker {
   install(image: InstallImage): InstallResult {
     const started = performance.now();
     if (this.#broken !== null) throw new ApplyFailedError(this.#broken);
+    if (this.#dbFd !== null) this.#staging = null; // the journal install verifies as it writes
     const cursor = this.#requireCursor();
-    const fd = this.#data.fd;
+    if (this.#dbFd === null) {
+      const linked = this.#installByLink(image, cursor, started);
+      if (linked !== null) return linked;
+      // Another process created the database file meanwhile: a reader may
+      // hold it open, so it must change through the journal like any other.
+      this.#open();
+    }
+    const fd = this.#fd;
     const lockWaitMs = this.#beginExclusive();
     let journalWritten = false;
     let pagesTouched = false;
@@ -677,12 +771,179 @@ export class ApplyWorker {
       this.#db.exec('ROLLBACK');
       writeCursorSync(this.#data.cursorPath, this.#cursor);
       this.#unsettled = false;
-      return { cursor: this.#cursor, journalRecords: old.length, bytesWritten, lockWaitMs, totalMs: performance.now() - started };
+      return { cursor: this.#cursor, method: 'journal', journalRecords: old.length, bytesWritten, lockWaitMs, totalMs: performance.now() - started };
     } catch (err) {
       this.#rollbackInstall(journalWritten, pagesTouched, cursor);
       if (err instanceof WalwireError && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
       throw new ApplyFailedError(`snapshot install of seq ${image.seq} failed and was rolled back: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /**
+   * Installs a snapshot into a namespace that has no database file yet (a
+   * fresh replica) by linking the staged image in as the database: the
+   * image is written to disk once, never copied, and needs no journal,
+   * because before the link no process can have the database open (a
+   * read-only open of a missing file fails, and a process that creates the
+   * file meanwhile makes the link fail, see step 3). Returns null, having
+   * changed no database, when the file exists by then.
+   *
+   * On-disk steps, and what a crash between them leaves:
+   *   1. read the staged image back, checking each chunk against the
+   *      manifest's CRC (or hashing it when no checksum came with it), and
+   *      check the image's checksum; patch page 1 in place (rollback-journal
+   *      mode, change counter 1); fdatasync the image.
+   *        crash → no database, cursor unchanged; the staged chunk 0 no
+   *        longer matches its CRC, so the bootstrap fetches the image again.
+   *   2. remove a stray journal (without its database it is no one's, and
+   *      next to the image it would look hot); cursor record 1: pending
+   *      {G', S', C'}, directory fsync.
+   *        crash → still no database: recover() sees the empty database's
+   *        checksum = the cursor's (at-cursor) and drops the pending record.
+   *   3. link(image, db.sqlite), which fails with EEXIST if the file exists;
+   *      fsync the directory: THE COMMIT POINT.
+   *        crash → db = image: recover() finds C' = pending and installs the
+   *        position (installed-pending). Had the link not reached the disk,
+   *        as after 2.
+   *   4. unlink the staging name. crash before → the staged image is a
+   *      second name of the database; namespace open removes it before
+   *      anything opens the database (an fs open and close of it would
+   *      drop the process's SQLite locks).
+   *   5. open the kept descriptor and the SQLite connection; cursor record 2.
+   * The link is atomic: a reader opens either no database or the whole image.
+   */
+  #installByLink(image: InstallImage, cursor: CursorRecord, started: number): InstallResult | null {
+    const { dbPath, journalPath, cursorPath, dir } = this.#data;
+    let checksum: DatabaseChecksum;
+    try {
+      // 1.
+      checksum = this.#prepareStagedImage(image);
+      // 2.
+      if (existsSync(journalPath)) unlinkSync(journalPath);
+      writeCursorSync(cursorPath, { ...cursor, pending: { fromSeq: image.seq, seq: image.seq, checksum: image.checksum, durableSeq: image.seq, generation: image.generation } });
+      failpoint('replica.install.link.after-pending-cursor');
+      // 3. The commit point (made durable by the directory fsync below).
+      try {
+        linkSync(image.imagePath, dbPath);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+        throw err;
+      }
+    } catch (err) {
+      // Nothing committed: forget the pending record (recover() would drop it too).
+      try {
+        writeCursorSync(cursorPath, { ...cursor, pending: null });
+      } catch {
+        // recover() decides by checksum at the next open.
+      }
+      if (err instanceof WalwireError && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
+      throw new ApplyFailedError(`snapshot install of seq ${image.seq} failed before its commit point: ${(err as Error).message}`, { cause: err });
+    }
+    this.#checksum = checksum;
+    this.#checksumStale = false;
+    this.#pageSize = image.pageSize;
+    this.#cursor = { version: cursor.version, generation: image.generation, appliedSeq: image.seq, checksum: image.checksum, durableSeq: image.seq, pending: null, diverged: null };
+    try {
+      fsyncDirSync(dir);
+      failpoint('replica.install.link.after-link');
+      // 4.
+      unlinkSync(image.imagePath);
+      // 5.
+      this.#open();
+      failpoint('replica.install.link.before-cursor');
+      writeCursorSync(cursorPath, this.#cursor);
+      this.#unsettled = false;
+    } catch (err) {
+      this.#broken = `snapshot seq ${image.seq} was installed but a later step failed (${(err as Error).message}); reopen the namespace`;
+      throw new ApplyFailedError(this.#broken, { cause: err });
+    }
+    return { cursor: this.#cursor, method: 'link', journalRecords: 0, bytesWritten: 0, lockWaitMs: 0, totalMs: performance.now() - started };
+  }
+
+  /**
+   * Step 1 of installByLink: verifies the staged image as read back, patches
+   * its page 1 for the replica and syncs it. Returns the image's checksum.
+   */
+  #prepareStagedImage(image: InstallImage): DatabaseChecksum {
+    const expectedBytes = image.pageCount * image.pageSize;
+    const crcs = image.chunkCrcs;
+    const chunkPages = image.chunkPages ?? Math.max(1, Math.floor(this.#data.verifyReadBytes / image.pageSize));
+    const chunkBytes = chunkPages * image.pageSize;
+    const chunks = Math.ceil(image.pageCount / chunkPages);
+    if (crcs !== undefined && crcs.length !== chunks) throw new ApplyFailedError(`staged snapshot has ${crcs.length} chunk CRCs for ${chunks} chunks`);
+    // Verified and hashed chunk by chunk while staged: only page 1 is read
+    // again. Otherwise every chunk is read back, checked and hashed now.
+    const staged = this.#staging;
+    this.#staging = null;
+    const verified = image.stagingId !== undefined && staged?.id === image.stagingId && staged.done === chunks ? staged.checksum : null;
+    const hashed = verified === null ? new DatabaseChecksum(image.pageCount) : null;
+    // Not a database file yet: no SQLite lock can be on it, so opening and closing it is safe.
+    const ifd = openSync(image.imagePath, 'r+');
+    try {
+      const size = fstatSync(ifd).size;
+      if (size !== expectedBytes || size === 0) throw new ApplyFailedError(`staged snapshot image is ${size} bytes, expected ${expectedBytes}`);
+      const buf = Buffer.allocUnsafe(Math.min(chunkBytes, expectedBytes));
+      let page1: Uint8Array | undefined;
+      if (verified !== null) {
+        readFully(ifd, buf, image.pageSize, 0);
+        page1 = patchReplicaPage1(buf.subarray(0, image.pageSize), 1);
+      }
+      for (let i = 0; hashed !== null && i < chunks; i++) {
+        const data = buf.subarray(0, Math.min(chunkBytes, expectedBytes - i * chunkBytes));
+        readFully(ifd, data, data.length, i * chunkBytes);
+        if (crcs !== undefined && crc32(data) !== crcs[i]) {
+          throw new DivergedError(`staged snapshot chunk ${i} of seq ${image.seq} does not match its CRC as read back`);
+        }
+        hashed.addImage(data, image.pageSize, i * chunkPages + 1);
+        if (i === 0) page1 = patchReplicaPage1(data.subarray(0, image.pageSize), 1);
+      }
+      const checksum = verified ?? hashed!;
+      if (checksum.value !== image.checksum) {
+        throw new DivergedError(`snapshot image of seq ${image.seq} checksums to ${checksum.value}, expected ${image.checksum}`);
+      }
+      writeFully(ifd, page1!);
+      failpoint('replica.install.link.after-patch');
+      fdatasyncSync(ifd);
+      return checksum;
+    } finally {
+      closeSync(ifd);
+    }
+  }
+
+  /**
+   * Verifies the chunks of a snapshot image staged since the last call with
+   * the same stagingId (from chunk 0 for a new id): reads each back, checks
+   * it against the manifest's CRC and adds its pages to the image's
+   * checksum. The main thread asks after each chunk it wrote, so this runs
+   * beside the transfer, and a link install has no pass over the image left
+   * to do. Returns how many chunks are verified.
+   */
+  verifyStaged(chunks: StagedChunks): number {
+    if (this.#staging?.id !== chunks.stagingId) this.#staging = { id: chunks.stagingId, checksum: new DatabaseChecksum(chunks.pageCount), done: 0 };
+    const st = this.#staging;
+    const upTo = Math.min(chunks.upTo, chunks.chunkCrcs.length);
+    if (upTo <= st.done) return st.done;
+    const chunkBytes = chunks.chunkPages * chunks.pageSize;
+    const total = chunks.pageCount * chunks.pageSize;
+    const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total));
+    // Staging, not a database file (install links it in only after the last call): closing it is safe.
+    const ifd = openSync(chunks.imagePath, 'r');
+    try {
+      for (; st.done < upTo; st.done++) {
+        const data = buf.subarray(0, Math.min(chunkBytes, total - st.done * chunkBytes));
+        readFully(ifd, data, data.length, st.done * chunkBytes);
+        if (crc32(data) !== chunks.chunkCrcs[st.done]) {
+          this.#staging = null;
+          // Like a frame that fails its CRC: the connection ends, and the
+          // resumed bootstrap fetches this chunk again (readStaging stops at it).
+          throw new FrameChecksumError(`staged snapshot chunk ${st.done} does not match the manifest's CRC as read back`);
+        }
+        st.checksum.addImage(data, chunks.pageSize, st.done * chunks.chunkPages + 1);
+      }
+    } finally {
+      closeSync(ifd);
+    }
+    return st.done;
   }
 
   /**
@@ -720,7 +981,7 @@ export class ApplyWorker {
   #abort(journalWritten: boolean, pagesTouched: boolean, oldSize: number, originals: readonly JournalRecord[], pageSize: number): void {
     try {
       if (pagesTouched) {
-        const fd = this.#data.fd;
+        const fd = this.#fd;
         for (const r of originals) writevFully(fd, [r.data], (r.pgno - 1) * pageSize);
         ftruncateSync(fd, oldSize * pageSize);
         fdatasyncSync(fd);
@@ -920,6 +1181,9 @@ if (parentPort !== null && (workerData as { walwireApplyWorker?: boolean } | nul
           break;
         case 'install':
           result = worker.install(req.image);
+          break;
+        case 'verify-staged':
+          result = worker.verifyStaged(req.chunks);
           break;
         case 'settle':
           result = worker.settle();

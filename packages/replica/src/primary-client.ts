@@ -55,7 +55,7 @@ import { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } 
 import { Receiver, type ReceiverSink } from './receiver.js';
 import type { Replica } from './replica.js';
 import type { ReplicaNamespace } from './replica-namespace.js';
-import { type BootstrapProgress, SnapshotInstaller, readStaging } from './snapshot-installer.js';
+import { type BootstrapProgress, SnapshotInstaller } from './snapshot-installer.js';
 
 export type ClientState = 'idle' | 'connecting' | 'streaming' | 'waiting' | 'stopped';
 
@@ -412,7 +412,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
   async #requestSnapshot(conn: Connection, ns: string, reason: string): Promise<void> {
     if (conn.snapshotRequested.has(ns)) return;
     conn.snapshotRequested.add(ns);
-    const staged = await readStaging((await this.#namespace(ns)).dir);
+    const staged = await this.#snapshots.staged(ns);
     const resume = staged !== null && staged.staged > 0 ? staged : null;
     this.#send(conn, {
       type: MessageType.SNAPSHOT_REQUEST,

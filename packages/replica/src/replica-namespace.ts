@@ -14,7 +14,7 @@
  * `snapshot-request`, which the streaming layer answers with a snapshot.
  */
 import { EventEmitter } from 'node:events';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   ApplyFailedError,
@@ -30,11 +30,12 @@ import {
 import { type Logger, removeStaleTemps } from '@walwire/runtime';
 import { Applier } from './applier.js';
 import { BlobWriter, type BlobWriterStatus } from './blob-writer.js';
-import type { ApplyResult, InstallImage, RecoverResult } from './apply-worker.js';
+import type { ApplyResult, InstallImage, RecoverResult, StagedChunks } from './apply-worker.js';
 import type { CursorRecord, DivergedState } from './cursor-store.js';
-import { keptDatabaseFd } from './database-file.js';
+import { keptDatabaseFdIfExists } from './database-file.js';
 import { DurabilityTracker } from './durability-tracker.js';
 import type { ResolvedReplicaOptions } from './options.js';
+import { STAGED_IMAGE, STAGING_DIR } from './snapshot-installer.js';
 
 /** File names inside a namespace's directory. */
 export const DATABASE_FILE = 'db.sqlite';
@@ -225,7 +226,10 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
     mkdirSync(dir, { recursive: true });
     removeStaleTemps(dir);
     const dbPath = join(dir, DATABASE_FILE);
-    const fd = keptDatabaseFd(dbPath);
+    dropStagedLink(dir, dbPath);
+    // No descriptor while the file does not exist: the first apply creates
+    // it, or the first snapshot becomes it (ApplyWorker.installByLink).
+    const fd = keptDatabaseFdIfExists(dbPath);
     const applier = new Applier({
       dbPath,
       journalPath: `${dbPath}-journal`,
@@ -331,9 +335,12 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
   /**
    * Replaces the database with a verified snapshot image staged on disk
    * (bootstrap, generation change, divergence): one journal transaction, so
-   * readers switch atomically (ApplyWorker.install). Queued batches are
-   * rejected with SnapshotRequiredError; the batch in flight finishes first.
-   * A diverged namespace becomes ready again.
+   * readers switch atomically (ApplyWorker.install). When the namespace has
+   * no database file yet (a fresh replica), the image file itself becomes
+   * the database by a link, and its own name is removed
+   * (ApplyWorker.installByLink). Queued batches are rejected with
+   * SnapshotRequiredError; the batch in flight finishes first. A diverged
+   * namespace becomes ready again.
    */
   async installSnapshot(image: InstallImage): Promise<ReplicaPosition> {
     if (this.#state === 'closed') throw new ClosedError(`namespace ${this.name} is closed`);
@@ -360,7 +367,7 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
         ms: result.totalMs,
       };
       const { ns: _ns, ...fields } = event; // the namespace logger already carries ns
-      this.#log.info({ ...fields, journalRecords: result.journalRecords }, 'snapshot installed');
+      this.#log.info({ ...fields, method: result.method, journalRecords: result.journalRecords }, 'snapshot installed');
       this.emit('installed', event);
       this.emit('applied', { ...event, txns: 0, pages: image.pageCount });
       return this.position;
@@ -379,6 +386,17 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       this.#idleResolve = null;
       done?.();
     }
+  }
+
+  /**
+   * Verifies and hashes, on the apply worker, the chunks of a snapshot image
+   * staged so far (ApplyWorker.verifyStaged). Resolves with the number of
+   * chunks verified; rejects with DivergedError when one does not match its
+   * CRC as read back.
+   */
+  verifyStaged(chunks: StagedChunks): Promise<number> {
+    if (this.#state === 'closed') return Promise.reject(new ClosedError(`namespace ${this.name} is closed`));
+    return this.#applier.verifyStaged(chunks);
   }
 
   /** Resolves when the queue is empty and no batch is in flight. */
@@ -569,4 +587,22 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       this.emit('apply-delayed', { ns: this.name, waitedMs });
     }
   }
+}
+
+/**
+ * A crash inside a link install (ApplyWorker.installByLink, step 4) can
+ * leave the staged image as a second name of the database. Reading it as
+ * staging would open and close a descriptor of the database file, which
+ * drops the process's SQLite locks (design.md), so the staging goes before
+ * anything opens the database. It holds nothing else: the image was complete.
+ */
+function dropStagedLink(dir: string, dbPath: string): void {
+  try {
+    const staged = statSync(join(dir, STAGING_DIR, STAGED_IMAGE));
+    const db = statSync(dbPath);
+    if (staged.ino !== db.ino || staged.dev !== db.dev) return;
+  } catch {
+    return;
+  }
+  rmSync(join(dir, STAGING_DIR), { recursive: true, force: true });
 }

@@ -4,7 +4,7 @@
  * rolled back, start-up verification, durable cursor, back-pressure.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -223,6 +223,45 @@ describe('failures and recovery', () => {
     reader.exec('COMMIT');
     reader.close();
     await expectAtPath(ns.dbPath, 5);
+  });
+});
+
+describe('snapshot install', () => {
+  async function stagedImage(seq: number): Promise<{ image: Buffer; spec: { generation: string; seq: number; checksum: string; pageSize: number; pageCount: number; imagePath: string } }> {
+    const image = await sqliteImageAt(source, seq);
+    const pageSize = image.readUInt16BE(16) === 1 ? 65536 : image.readUInt16BE(16);
+    const imagePath = join(makeTempDir('walwire-img-'), 'image');
+    writeFileSync(imagePath, image);
+    return { image, spec: { generation: GEN, seq, checksum: source.txns[seq - 1]!.checksum, pageSize, pageCount: image.length / pageSize, imagePath } };
+  }
+
+  it('a fresh namespace has no database file until its first snapshot is linked in as the database', async () => {
+    const ns = await openNs();
+    expect(existsSync(ns.dbPath)).toBe(false);
+    const { spec } = await stagedImage(40);
+    const position = await ns.installSnapshot(spec);
+    expect(position).toMatchObject({ generation: GEN, appliedSeq: 40 });
+    // The image file became the database: its own name is gone.
+    expect(existsSync(spec.imagePath)).toBe(false);
+    await expectAt(ns, 40);
+    expect(readFileSync(ns.dbPath)[18]).toBe(1);
+    await ns.apply(GEN, txns(41, 60));
+    await expectAt(ns, 60);
+  });
+
+  it('installs through the journal when another process created the database file meanwhile (a reader may hold it open)', async () => {
+    const ns = await openNs();
+    // A read-write opener creates the empty file, and keeps it open.
+    const reader = new Database(ns.dbPath, { timeout: 5000 });
+    const inode = statSync(ns.dbPath).ino;
+    const { spec } = await stagedImage(40);
+    await ns.installSnapshot(spec);
+    expect(existsSync(spec.imagePath)).toBe(true);
+    expect(statSync(ns.dbPath).ino).toBe(inode);
+    await expectAt(ns, 40);
+    const row = reader.prepare('SELECT sum(balance) AS s, count(*) AS n FROM bank').get() as { s: number; n: number };
+    expect(row).toEqual({ s: 100 * 1000, n: 100 });
+    reader.close();
   });
 });
 
