@@ -136,7 +136,8 @@ class Restartable {
 }
 
 export async function runSoak(options: SoakOptions): Promise<SoakReport> {
-  const log = options.log ?? ((line: string) => console.log(line));
+  // Straight to stderr: vitest would otherwise frame every console line.
+  const log = options.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
   const started = Date.now();
   const schedule = makeSchedule({ seed: options.seed, faultMs: options.faultMs, replicas: 2 });
   log(describeSchedule(options.seed, options.faultMs, schedule));
@@ -250,7 +251,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const cliLoops = NAMESPACES.map((ns) => cliLoop(ns));
 
     // --- invariant readers: one per replica, on different namespaces --------
-    const readers = replicas.map((_, r) => spawnInvariantReader(replicaDb(layout, r, NAMESPACES[r % NAMESPACES.length]!), 5000, 5));
+    const readers = replicas.map((_, r) => spawnInvariantReader(replicaDb(layout, r, NAMESPACES[r % NAMESPACES.length]!), 5000, 20));
     const longReaders: Child[] = [];
 
     // --- status poller: reconnect counters of the live incarnations ---------
@@ -522,7 +523,12 @@ async function runCli(db: string, sql: string): Promise<void> {
 
 /** Transaction ids in soak_txns of SQLite's recovered image of `path` (read from a private copy). */
 async function txidsIn(path: string): Promise<Set<string>> {
-  const db = new Database(await readDatabaseImage(path));
+  const image = await readDatabaseImage(path);
+  // A deserialized database cannot be in WAL mode: mark the copy as a
+  // rollback-journal database (header bytes 18–19), as replicas are.
+  image[18] = 1;
+  image[19] = 1;
+  const db = new Database(image);
   try {
     return new Set((db.prepare('SELECT txid FROM soak_txns').all() as { txid: string }[]).map((r) => r.txid));
   } finally {
