@@ -1,10 +1,12 @@
 /**
  * `npm run bench [-- --quick] [-- --only ID,ID]`: runs every suite and writes
  * docs/benchmarks.md with the machine, the date, the commit, and each figure
- * beside its baseline and goal.
+ * beside its baseline and goal. With --only, the sections of the suites not
+ * run are kept from the existing docs/benchmarks.md (matched by their
+ * `## title` heading), so one suite can be re-run alone.
  */
 import { execSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type BenchSection, type Figure, makeContext } from './lib.js';
@@ -45,6 +47,25 @@ function section(s: BenchSection): string {
   return lines.join('\n');
 }
 
+/** Title of a section heading line `## Title (issue #N)`. */
+const headingTitle = (heading: string): string => heading.replace(/^## /, '').replace(/ \(issue #\d+\)$/, '').trim();
+
+/**
+ * The existing document's sections (from its first `## ` heading on) with
+ * those just measured replaced in place, and new ones appended.
+ */
+function mergeSections(existing: string, fresh: readonly BenchSection[]): string[] {
+  const parts = existing.split(/^(?=## )/m).filter((p) => p.startsWith('## '));
+  const byTitle = new Map(fresh.map((s) => [s.title, section(s)]));
+  const out = parts.map((p) => {
+    const title = headingTitle(p.split('\n', 1)[0]!);
+    const replaced = byTitle.get(title);
+    byTitle.delete(title);
+    return replaced ?? p.replace(/\n+$/, '');
+  });
+  return [...out, ...byTitle.values()].flatMap((p) => [p, '']);
+}
+
 async function main(): Promise<void> {
   const sections: BenchSection[] = [];
   for (const suite of SUITES) {
@@ -64,6 +85,8 @@ async function main(): Promise<void> {
     `- Disk (temp dir): ${sh("df -h --output=source,fstype,size $(node -p 'require(\"os\").tmpdir()') | tail -1")}`,
     `- Node ${process.version}, ${process.platform} ${process.arch}`,
   ];
+  const out = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
+  const body = only !== undefined && existsSync(out) ? mergeSections(readFileSync(out, 'utf8'), sections) : sections.map(section);
   const doc = [
     '# Benchmarks',
     '',
@@ -73,10 +96,10 @@ async function main(): Promise<void> {
     `- Commit: ${sh('git rev-parse --short HEAD')}${quick ? ' (quick profile)' : ''}`,
     ...machine,
     '',
-    ...sections.map(section),
+    ...(only !== undefined ? [`Sections of suites not in \`--only ${[...only].join(',')}\` are kept from an earlier run (their commit may differ).`, ''] : []),
+    ...body,
     '',
   ].join('\n');
-  const out = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
   writeFileSync(out, doc);
   console.log(`wrote ${out}`);
 }

@@ -5,6 +5,7 @@ import { primaryBenchmarks } from './primary-suite.js';
 import { streamingBenchmarks } from './streaming-suite.js';
 import { bootstrapBenchmarks } from './bootstrap-suite.js';
 import { operationsBenchmarks } from './operations-suite.js';
+import { lagBenchmarks } from './lag-suite.js';
 
 /** Every suite `npm run bench` runs, in order. Add new suites here. */
-export const SUITES: readonly Benchmark[] = [formatBenchmarks, replicaBenchmarks, primaryBenchmarks, streamingBenchmarks, bootstrapBenchmarks, operationsBenchmarks];
+export const SUITES: readonly Benchmark[] = [formatBenchmarks, replicaBenchmarks, primaryBenchmarks, streamingBenchmarks, bootstrapBenchmarks, operationsBenchmarks, lagBenchmarks];

@@ -22,6 +22,7 @@
  * at process exit) and every directory comes from makeTempDir.
  */
 import Database from 'better-sqlite3';
+import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -238,8 +239,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
           `SELECT 'committed ${txid}';`,
         ].join('\n');
         const child = spawnCommand(SQLITE3_CLI, ['-bail', layout.db[ns]], { input: sql });
+        // 'exit' can come before the last stdout line is read; 'close' comes after it.
+        const closed = once(child.process, 'close');
         cliInFlight.set(ns, child);
         const status = await child.exited;
+        await closed;
         cliInFlight.delete(ns);
         if (child.lines.includes(`committed ${txid}`)) committedCli.get(ns)!.push(txid);
         if (status.signal === 'SIGKILL') cliRuns.killed++;
@@ -249,6 +253,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       }
     };
     const cliLoops = NAMESPACES.map((ns) => cliLoop(ns));
+
+    // TODO(blobs): plug the blob-upload writer in here once blobs (#6) are on
+    // main. It should be a separate process (like soak-writer.ts) that PUTs
+    // blobs of random sizes (some larger than one BLOB_CHUNK) to
+    // `PUT /v1/namespaces/:ns/blobs/:id` on the primary (port primaryPort),
+    // also deletes some, and prints `committed blob:ID` once the primary
+    // answered 2xx; then
+    // - add it to the kill-writer targets (schedule.ts, WRITERS or a
+    //   `blob-${ns}` target) and `replica.blob.save=throw*N` / `kill@N` to
+    //   the failpoint-replica catalogue (the durable cursor must hold, and
+    //   the re-stream after reconnect must re-save the blob: invariant 2);
+    // - in the oracle, pass primaryBlobs/replicaBlobs to assertConverged
+    //   (it already compares the sha256 of every blob) and check every
+    //   committed blob id exists, with its sha256, on every replica.
 
     // --- invariant readers: one per replica, on different namespaces --------
     const readers = replicas.map((_, r) => spawnInvariantReader(replicaDb(layout, r, NAMESPACES[r % NAMESPACES.length]!), 5000, 20));
