@@ -498,7 +498,14 @@ export class PrimaryNamespace {
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       if (this.#state !== 'failed') return;
-      void this.#exclusive(() => this.#establish(`recovering after an error: ${this.#lastError}`)).then(
+      // A failed append latches the log (see ReplicationLog.reopen): without
+      // reopening it here, every retry failed again on the same latch and
+      // the namespace stayed failed until the process restarted.
+      const recover = async (): Promise<void> => {
+        if (this.#log.failed) await this.#log.reopen();
+        await this.#establish(`recovering after an error: ${this.#lastError}`);
+      };
+      void this.#exclusive(recover).then(
         () => {
           if (this.#state !== 'failed') return;
           this.#state = 'running';

@@ -296,6 +296,44 @@ export class ReplicationLog {
     return removed;
   }
 
+  /** True after a failed append: the log refuses appends until `reopen()`. */
+  get failed(): boolean {
+    return this.#failed !== undefined;
+  }
+
+  /**
+   * After a failed append (a write or fsync error): accepts appends again
+   * from the last durable record. Whatever the failed batch may have left
+   * in the active segment past that record was never acknowledged, and
+   * after an fsync error the page cache cannot be trusted to match the
+   * disk, so those bytes are cut off (truncate, then fdatasync) rather than
+   * scanned. Every byte before the cut was made durable by an earlier
+   * successful fdatasync. Throws (and stays failed) when the cut itself
+   * fails; the caller retries later.
+   */
+  async reopen(): Promise<void> {
+    await this.#idle();
+    if (this.#failed === undefined || this.#closed) return;
+    await this.#active?.close().catch(() => undefined);
+    this.#active = undefined;
+    const segment = this.#segments.at(-1);
+    if (segment !== undefined) {
+      await truncate(segment.path, segment.size);
+      const handle = await open(segment.path, 'r+');
+      try {
+        await handle.datasync();
+      } catch (err) {
+        await handle.close().catch(() => undefined);
+        throw err;
+      }
+      this.#active = handle;
+    }
+    // Seqs reserved by the failed appends were never acknowledged: reuse them.
+    this.#nextSeq = (this.#head?.seq ?? 0) + 1;
+    this.#failed = undefined;
+    this.#logger.warn({ dir: this.#dir, seq: this.#head?.seq ?? 0 }, 'replication log reopened after a failed append');
+  }
+
   /** Waits for every queued append to be durable. */
   async flush(): Promise<void> {
     await this.#idle();
