@@ -37,7 +37,7 @@ class ReplicaProbe {
     try {
       if (this.#db === undefined) {
         if (!existsSync(this.path)) return undefined;
-        this.#db = new Database(this.path, { readonly: true, fileMustExist: true, timeout: 20 });
+        this.#db = new Database(this.path, { readonly: true, fileMustExist: true, timeout: 150 });
       }
       const row = this.#db.prepare('SELECT max(id) AS id FROM burst').get() as { id: number | null } | undefined;
       return row?.id ?? 0;

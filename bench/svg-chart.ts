@@ -38,14 +38,19 @@ export interface LineChart {
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const n = (x: number): string => (Math.round(x * 10) / 10).toString();
 
-/** Round tick values covering [lo, hi], about `count` of them (1, 2, 5 × 10^k steps). */
-export function ticks(lo: number, hi: number, count = 6): number[] {
+/**
+ * Round tick values within [lo, hi], about `count` of them (1, 2, 5 × 10^k
+ * steps); with `cover`, one more tick past hi when needed, so the last tick
+ * is at least hi (a y axis must hold its largest value).
+ */
+export function ticks(lo: number, hi: number, count = 6, cover = false): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
   const out: number[] = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.round(v / step) * step);
+  if (cover && (out.at(-1) ?? lo) < hi) out.push(Math.round(((out.at(-1) ?? lo) + step) / step) * step);
   return out;
 }
 
@@ -59,7 +64,7 @@ export function renderLineChart(chart: LineChart): string {
   const ys = chart.series.flatMap((s) => s.points.flatMap((p) => (p[1] === null ? [] : [p[1]])));
   const xMin = Math.min(...xs, ...(chart.markers ?? []).map((k) => k.x));
   const xMax = Math.max(...xs, ...(chart.markers ?? []).map((k) => k.x));
-  const yTicks = ticks(0, Math.max(1, ...ys) * 1.05);
+  const yTicks = ticks(0, Math.max(1, ...ys) * 1.05, 6, true);
   const yMax = yTicks.at(-1)!;
   const xTicks = ticks(xMin, xMax, 10);
   const X = (x: number): number => m.left + ((x - xMin) / (xMax - xMin || 1)) * pw;

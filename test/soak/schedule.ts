@@ -94,10 +94,7 @@ const REPLICA_INSTALL_POINTS = [
   'replica.install.after-commit-before-cursor',
 ];
 
-/**
- * Kinds and their weights. `primary.log.append=throw` is deliberately not in
- * the catalogue: see the note in the soak documentation (docs/testing.md).
- */
+/** Kinds and their weights. */
 const WEIGHTS: readonly [FaultKind, number][] = [
   ['kill-primary', 1],
   ['kill-replica', 2],
@@ -152,7 +149,9 @@ export function makeSchedule(options: ScheduleOptions): PlannedFault[] {
         return { kind: k, replica: replica(), direction: random() < 0.8 ? 'down' : 'up', offset: int(0, 300_000), mask: int(1, 255) };
       case 'failpoint-primary': {
         const armedMs = int(2000, 6000);
-        const choice = int(0, 6);
+        const choice = int(0, 7);
+        // A failed append (write or fsync error): the namespace reopens its log and recovers with a new generation.
+        if (choice === 7) return { kind: k, failpoints: `primary.log.append=throw@${int(1, 40)}`, armedMs };
         if (choice === 0) return { kind: k, failpoints: `primary.log.append=kill@${int(1, 40)}`, armedMs };
         if (choice === 1) return { kind: k, failpoints: `primary.log.append.after-sync=kill@${int(1, 40)}`, armedMs };
         if (choice === 2) return { kind: k, failpoints: `primary.checkpoint=kill@${int(1, 3)}`, armedMs };
