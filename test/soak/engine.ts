@@ -202,6 +202,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const problems: string[] = [];
   const background = new Set<Promise<void>>();
   const committedCli = new Map<Namespace, string[]>(NAMESPACES.map((ns) => [ns, []]));
+  // The status poller runs until the oracle is done, or the run failed.
+  let polling = false;
 
   try {
     // --- writers -----------------------------------------------------------
@@ -273,7 +275,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const longReaders: Child[] = [];
 
     // --- status poller: reconnect counters of the live incarnations ---------
-    let polling = true;
+    polling = true;
     const poller = (async () => {
       while (polling) {
         for (const r of replicas) {
@@ -530,6 +532,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     log(`soak seed ${options.seed} FAILED; daemon logs in ${join(dir, 'logs')} (kept with WALWIRE_KEEP_TMP=1); replay with --seed ${options.seed}`);
     throw err;
   } finally {
+    polling = false;
     for (const p of proxies) await p.close();
   }
 }
