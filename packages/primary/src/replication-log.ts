@@ -25,7 +25,7 @@
  * - Crash after fdatasync: the records survive; the seq counter restarts
  *   after the last one, so a seq is never reused within a generation.
  */
-import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { open, readFile, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClosedError, LogCorruptError, SnapshotRequiredError, type Txn } from '@walwire/protocol';
@@ -521,7 +521,12 @@ export class ReplicationLog {
         // Segments are created whole by rename, so an invalid header is damage.
         throw new LogCorruptError(`${path}: segment header is missing or fails its CRC-32`);
       }
-      segments.push({ segno: Number(SEGMENT_NAME.exec(name)![1]), path, header: decoded.header, headerBytes: decoded.length, offsets: null, size: decoded.length });
+      // size is the file's: a sealed segment is not scanned after a clean
+      // stop, and #index checks its scan against this size (it was once
+      // the header's length, which made every later read of a sealed
+      // segment fail with WALWIRE_ERR_LOG_CORRUPT after a clean restart).
+      // Scanned segments get their verified end below.
+      segments.push({ segno: Number(SEGMENT_NAME.exec(name)![1]), path, header: decoded.header, headerBytes: decoded.length, offsets: null, size: statSync(path).size });
     }
     const current = segments.at(-1)?.header.generation;
     // Leftovers of an interrupted startGeneration: older generations.
