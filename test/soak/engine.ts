@@ -528,6 +528,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     if (invariantChecks < 100) throw new Error(`soak seed ${options.seed}: the invariant readers ran only ${invariantChecks} checks`);
     return report;
   } catch (err) {
+    // What the daemons say now: the usual cause of a convergence timeout is in
+    // a replica's connection.lastError or a namespace's state.
+    for (const d of [primary, ...replicas]) {
+      const body = d.running ? await d.current!.get('/v1/status').then((r) => r.body, (e: unknown) => ({ error: String(e) })) : { down: true };
+      const connection = body['connection'] as Record<string, unknown> | undefined;
+      const namespaces = (body['namespaces'] as Record<string, unknown>[] | undefined)?.map((n) => ({ ns: n['ns'] ?? n['name'], state: n['state'], generation: n['generation'], seq: n['appliedSeq'] ?? n['headSeq'], lastError: n['lastError'] ?? null }));
+      log(`soak: ${d.name} status: ${JSON.stringify({ lastError: connection?.['lastError'], reconnects: connection?.['reconnects'], namespaces, ...('down' in body || 'error' in body ? body : {}) })}`);
+    }
     saveLogs(layout, primary, replicas);
     log(`soak seed ${options.seed} FAILED; daemon logs in ${join(dir, 'logs')} (kept with WALWIRE_KEEP_TMP=1); replay with --seed ${options.seed}`);
     throw err;
