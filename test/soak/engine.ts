@@ -531,7 +531,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     // What the daemons say now: the usual cause of a convergence timeout is in
     // a replica's connection.lastError or a namespace's state.
     for (const d of [primary, ...replicas]) {
-      const body = d.running ? await d.current!.get('/v1/status').then((r) => r.body, (e: unknown) => ({ error: String(e) })) : { down: true };
+      const body: Record<string, unknown> = d.running ? await d.current!.get('/v1/status').then((r) => r.body, (e: unknown) => ({ error: String(e) })) : { down: true };
       const connection = body['connection'] as Record<string, unknown> | undefined;
       const namespaces = (body['namespaces'] as Record<string, unknown>[] | undefined)?.map((n) => ({ ns: n['ns'] ?? n['name'], state: n['state'], generation: n['generation'], seq: n['appliedSeq'] ?? n['headSeq'], lastError: n['lastError'] ?? null }));
       log(`soak: ${d.name} status: ${JSON.stringify({ lastError: connection?.['lastError'], reconnects: connection?.['reconnects'], namespaces, ...('down' in body || 'error' in body ? body : {}) })}`);
