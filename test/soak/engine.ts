@@ -422,7 +422,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     for (const planned of schedule) {
       const wait = phaseStart + planned.at - Date.now();
       if (wait > 0) await sleep(wait);
-      log(`soak: +${((Date.now() - phaseStart) / 1000).toFixed(1)} s ${JSON.stringify(planned.fault)}`);
+      log(`soak: +${((Date.now() - phaseStart) / 1000).toFixed(1)} s (at=${Date.now()}) ${JSON.stringify(planned.fault)}`);
       await inject(planned.fault);
       faults[planned.fault.kind] = (faults[planned.fault.kind] ?? 0) + 1;
       for (const w of writerChildren) {
