@@ -229,6 +229,15 @@ export class ThrottleProxy {
     this.#bytesPerSec = bytesPerSec;
   }
 
+  /** Destroys every open connection, both sides (the ends see a dropped connection). */
+  cut(): void {
+    for (const [a, b] of this.#pairs) {
+      a.destroy();
+      b.destroy();
+    }
+    this.#pairs.clear();
+  }
+
   async close(): Promise<void> {
     for (const [a, b] of this.#pairs) {
       a.destroy();

@@ -6,6 +6,7 @@ import { streamingBenchmarks } from './streaming-suite.js';
 import { bootstrapBenchmarks } from './bootstrap-suite.js';
 import { operationsBenchmarks } from './operations-suite.js';
 import { blobBenchmarks } from './blob-suite.js';
+import { lagBenchmarks } from './lag-suite.js';
 
 /** Every suite `npm run bench` runs, in order. Add new suites here. */
-export const SUITES: readonly Benchmark[] = [formatBenchmarks, replicaBenchmarks, primaryBenchmarks, streamingBenchmarks, bootstrapBenchmarks, operationsBenchmarks, blobBenchmarks];
+export const SUITES: readonly Benchmark[] = [formatBenchmarks, replicaBenchmarks, primaryBenchmarks, streamingBenchmarks, bootstrapBenchmarks, operationsBenchmarks, blobBenchmarks, lagBenchmarks];

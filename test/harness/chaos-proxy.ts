@@ -96,6 +96,15 @@ export class ChaosProxy {
     this.#flips.push({ direction, remaining: offset, mask });
   }
 
+  /** Ends every fault: no delay, throttle, stall or refusal, and no flip still pending. */
+  heal(): void {
+    this.#delayMs = 0;
+    this.#throttle = 0;
+    this.#refusing = false;
+    this.#flips = [];
+    this.stall(false);
+  }
+
   async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));

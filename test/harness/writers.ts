@@ -67,6 +67,6 @@ export const BANK_TOTAL_PER_ACCOUNT = 1000;
  * Starts a read-only reader that loops over the bank and load invariants and
  * prints `violation …` lines. It prints `checks N violations M` on SIGTERM.
  */
-export function spawnInvariantReader(dbPath: string, busyTimeoutMs = 5000): Child {
-  return spawnFixture('reader', [JSON.stringify({ db: dbPath, busyTimeoutMs })]);
+export function spawnInvariantReader(dbPath: string, busyTimeoutMs = 5000, pauseMs = 0): Child {
+  return spawnFixture('reader', [JSON.stringify({ db: dbPath, busyTimeoutMs, pauseMs })]);
 }

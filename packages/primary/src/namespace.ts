@@ -17,6 +17,7 @@ import {
   DatabaseChecksum,
   DatabaseCorruptError,
   EMPTY_CHECKSUM,
+  TimeoutError,
   UnknownNamespaceError,
   WAL_FRAME_HEADER_BYTES,
   WalFormatError,
@@ -87,6 +88,9 @@ export interface NamespaceHooks {
 
 /** Commits per read from which the tailer counts as busy (see #onChange). */
 const BUSY_COMMITS = 8;
+
+/** Longest wait of a bootstrap for the image of a generation that just started (see openSnapshot). */
+const SNAPSHOT_WAIT_MS = 60_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -223,6 +227,24 @@ export class PrimaryNamespace {
    * Reads only immutable files, never the live database.
    */
   async openSnapshot(resume?: { readonly generation: string; readonly seq: number }): Promise<SnapshotSource> {
+    // Only an image of the log's current generation is ever served. Right
+    // after the log starts a new generation (#establish: a discontinuity,
+    // the retry after an error, reset-replication), the previous
+    // generation's image stays the latest until the new one is written; a
+    // replica of the previous generation that had streamed past that image
+    // installed it and went back in time (found by the chaos soak: its
+    // invariant reader saw journal_rows shrink). So wait for the new image;
+    // #establish writes it right after starting the generation.
+    const deadline = Date.now() + SNAPSHOT_WAIT_MS;
+    while (this.#snapshots.latest === undefined || this.#snapshots.latest.generation !== this.#log.generation) {
+      if (this.#state === 'closed') throw new ClosedError(`namespace ${this.name} is closed`);
+      if (Date.now() > deadline) {
+        throw new TimeoutError(
+          `no snapshot image of generation ${String(this.#log.generation)} of ${this.name} after ${SNAPSHOT_WAIT_MS} ms (latest: ${String(this.#snapshots.latest?.generation)}); the replica retries`,
+        );
+      }
+      await sleep(20);
+    }
     const head = this.#log.head;
     const latest = this.#snapshots.latest;
     const resumable = resume !== undefined && latest !== undefined && resume.generation === latest.generation && resume.seq === latest.seq;
@@ -507,7 +529,14 @@ export class PrimaryNamespace {
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       if (this.#state !== 'failed') return;
-      void this.#exclusive(() => this.#establish(`recovering after an error: ${this.#lastError}`)).then(
+      // A failed append latches the log (see ReplicationLog.reopen): without
+      // reopening it here, every retry failed again on the same latch and
+      // the namespace stayed failed until the process restarted.
+      const recover = async (): Promise<void> => {
+        if (this.#log.failed) await this.#log.reopen();
+        await this.#establish(`recovering after an error: ${this.#lastError}`);
+      };
+      void this.#exclusive(recover).then(
         () => {
           if (this.#state !== 'failed') return;
           this.#state = 'running';
@@ -630,6 +659,9 @@ export class PrimaryNamespace {
     // store has no image of this generation, this is the moment to write one.
     const generationNow = this.#log.generation;
     if (generationNow !== undefined && this.#snapshots.latest?.generation !== generationNow) {
+      // Test hook: widens the window in which the log has a new generation
+      // and the store still only the previous generation's image.
+      await failpointAsync('primary.establish.before-image');
       const meta = { generation: generationNow, seq: this.#log.head?.seq ?? 0, checksum: image.value, pageSize: this.#pageSize, pageCount: commitSize };
       await this.#snapshots.writeImage(meta, (write) => checksumDatabaseImage(this.#fd, this.#pageSize, commitSize, overlay, write).then(() => undefined));
     }

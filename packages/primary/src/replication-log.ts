@@ -25,7 +25,7 @@
  * - Crash after fdatasync: the records survive; the seq counter restarts
  *   after the last one, so a seq is never reused within a generation.
  */
-import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { open, readFile, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClosedError, LogCorruptError, SnapshotRequiredError, type Txn } from '@walwire/protocol';
@@ -299,6 +299,44 @@ export class ReplicationLog {
     return removed;
   }
 
+  /** True after a failed append: the log refuses appends until `reopen()`. */
+  get failed(): boolean {
+    return this.#failed !== undefined;
+  }
+
+  /**
+   * After a failed append (a write or fsync error): accepts appends again
+   * from the last durable record. Whatever the failed batch may have left
+   * in the active segment past that record was never acknowledged, and
+   * after an fsync error the page cache cannot be trusted to match the
+   * disk, so those bytes are cut off (truncate, then fdatasync) rather than
+   * scanned. Every byte before the cut was made durable by an earlier
+   * successful fdatasync. Throws (and stays failed) when the cut itself
+   * fails; the caller retries later.
+   */
+  async reopen(): Promise<void> {
+    await this.#idle();
+    if (this.#failed === undefined || this.#closed) return;
+    await this.#active?.close().catch(() => undefined);
+    this.#active = undefined;
+    const segment = this.#segments.at(-1);
+    if (segment !== undefined) {
+      await truncate(segment.path, segment.size);
+      const handle = await open(segment.path, 'r+');
+      try {
+        await handle.datasync();
+      } catch (err) {
+        await handle.close().catch(() => undefined);
+        throw err;
+      }
+      this.#active = handle;
+    }
+    // Seqs reserved by the failed appends were never acknowledged: reuse them.
+    this.#nextSeq = (this.#head?.seq ?? 0) + 1;
+    this.#failed = undefined;
+    this.#logger.warn({ dir: this.#dir, seq: this.#head?.seq ?? 0 }, 'replication log reopened after a failed append');
+  }
+
   /** Waits for every queued append to be durable. */
   async flush(): Promise<void> {
     await this.#idle();
@@ -492,7 +530,12 @@ export class ReplicationLog {
         // Segments are created whole by rename, so an invalid header is damage.
         throw new LogCorruptError(`${path}: segment header is missing or fails its CRC-32`);
       }
-      segments.push({ segno: Number(SEGMENT_NAME.exec(name)![1]), path, header: decoded.header, headerBytes: decoded.length, offsets: null, size: decoded.length });
+      // size is the file's: a sealed segment is not scanned after a clean
+      // stop, and #index checks its scan against this size (it was once
+      // the header's length, which made every later read of a sealed
+      // segment fail with WALWIRE_ERR_LOG_CORRUPT after a clean restart).
+      // Scanned segments get their verified end below.
+      segments.push({ segno: Number(SEGMENT_NAME.exec(name)![1]), path, header: decoded.header, headerBytes: decoded.length, offsets: null, size: statSync(path).size });
     }
     const current = segments.at(-1)?.header.generation;
     // Leftovers of an interrupted startGeneration: older generations.
