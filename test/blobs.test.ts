@@ -212,6 +212,31 @@ describe('faults', () => {
   });
 });
 
+describe('bootstrap prunes', () => {
+  it('a blob deleted in a generation the replica skipped is removed when it bootstraps the next one', async () => {
+    const { dir, db, replicaBlobs } = await setup();
+    const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
+    const url = replicationUrl(primary.port);
+    let replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url, namespaces: ['app'] });
+    const keep = randomBytes(20_000);
+    await put(primary, 'app', 'keep', keep);
+    await put(primary, 'app', 'doomed', randomBytes(20_000));
+    await waitDurable(primary, replica, 'app');
+    expect([...blobFiles(replicaBlobs).keys()].sort()).toEqual(['doomed', 'keep']);
+    await replica.child.terminate();
+    // The delete lands in the old generation; reset-replication starts a new one the replica must bootstrap.
+    await del(primary, 'app', 'doomed');
+    const reset = await fetch(`http://127.0.0.1:${primary.port}/v1/namespaces/app/reset-replication`, { method: 'POST', headers: { authorization: `Bearer ${TEST_TOKEN}` } });
+    expect(reset.status).toBe(200);
+    replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url, namespaces: ['app'] });
+    await waitCatchUpAndDurable(primary, replica, db);
+    const files = blobFiles(replicaBlobs);
+    expect([...files.keys()]).toEqual(['keep']);
+    expect(files.get('keep')!.equals(keep)).toBe(true);
+    expect(replica.child.lines.some((l) => l.includes('bootstrap: removed blobs the primary no longer holds'))).toBe(true);
+  });
+});
+
 describe('a slow replica, a large blob and many small transactions at once', () => {
   it('no deadlock, bounded replica memory, and transaction lag stays low while the blob streams', async () => {
     const { dir, db, replicaDb, replicaBlobs } = await setup();

@@ -109,6 +109,8 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
   readonly #chains = new Map<string, Promise<void>>();
   /** Snapshots (`generation:seq`) whose bootstrap copy of some blob failed. */
   readonly #bootstrapFailed = new Set<string>();
+  /** Per snapshot (`generation:seq`), the ids its bootstrap announced: the primary's blob set at that point. */
+  readonly #bootstrapIds = new Map<string, Set<string>>();
   #saved = 0;
   #savedBytes = 0;
   #present = 0;
@@ -154,14 +156,41 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
     return this.#bootstrapFailed.has(`${generation}:${seq}`);
   }
 
-  /** A new connection: forget the last one's bootstrap failures (its streams are void). */
+  /** A new connection: forget the last one's bootstrap failures and sets (its streams are void). */
   startConnection(): void {
     this.#bootstrapFailed.clear();
+    this.#bootstrapIds.clear();
+  }
+
+  /**
+   * After the snapshot `generation` at `seq` is installed: removes every blob
+   * its bootstrap did not announce. Those were deleted on the primary before
+   * the snapshot's seq, in events this replica will never receive (it
+   * skipped them with the log). Runs before any later event of the stream is
+   * handed over (the client's install gate). Returns how many were removed.
+   */
+  async pruneAfterBootstrap(generation: string, seq: number): Promise<number> {
+    const keep = this.#bootstrapIds.get(`${generation}:${seq}`) ?? new Set<string>();
+    this.#bootstrapIds.clear();
+    let removed = 0;
+    for (const info of this.files.list()) {
+      if (keep.has(info.id) || this.#chains.has(info.id)) continue;
+      await this.files.remove(info.id);
+      removed++;
+    }
+    if (removed > 0) this.#log.info({ removed, generation, seq }, 'bootstrap: removed blobs the primary no longer holds');
+    return removed;
   }
 
   /** BLOB_BEGIN. `bootstrap` when it arrives inside a snapshot stream. */
   begin(m: BlobBeginMessage, bootstrap: boolean, ack: BlobAckFn): void {
     const key = `${m.seq}:${m.blobId}`;
+    if (bootstrap) {
+      const snapshot = `${m.generation}:${m.seq}`;
+      let ids = this.#bootstrapIds.get(snapshot);
+      if (ids === undefined) this.#bootstrapIds.set(snapshot, (ids = new Set()));
+      ids.add(m.blobId);
+    }
     if (this.#jobs.has(key)) throw new UnexpectedMessageError(`BLOB_BEGIN for ${this.ns} seq ${m.seq} blob ${m.blobId} while that blob is already streaming`);
     // At or below the durable seq (a save that finished after this
     // connection's HELLO was sent), or already saved with that content and

@@ -325,7 +325,12 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
           return;
         }
         const gate = conn.gates.get(ns);
-        const installed = this.#snapshots.end(ns, generation, seq);
+        // Blobs the snapshot does not hold are removed before the gate lets
+        // the stream's later events through.
+        const installed = this.#snapshots.end(ns, generation, seq).then(async (r) => {
+          await this.#replica.opened(ns)?.blobs.pruneAfterBootstrap(generation, seq);
+          return r;
+        });
         // Opened on failure too: the failure aborts the connection, and the
         // applies queued behind the gate then fail harmlessly or are skipped.
         void installed.finally(() => {
