@@ -99,3 +99,16 @@ export async function waitForCatchUp(primary: DaemonProcess, replica: DaemonProc
   if (res.status !== 200) throw new Error(`replica did not reach seq ${seq} of ${ns}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
   return seq;
 }
+
+/**
+ * Waits until the replica's durable seq reached the primary's current head
+ * of `ns` (every blob event up to it saved); returns that seq.
+ */
+export async function waitForDurable(primary: DaemonProcess, replica: DaemonProcess, ns: string, timeoutMs = 60_000): Promise<number> {
+  const head = await primary.get(`/v1/namespaces/${ns}/head`);
+  if (head.status !== 200) throw new Error(`primary head of ${ns}: HTTP ${head.status} ${JSON.stringify(head.body)}`);
+  const seq = head.body['seq'] as number;
+  const res = await replica.get(`/v1/namespaces/${ns}/wait?seq=${seq}&generation=${String(head.body['generation'])}&durable=1&timeoutMs=${timeoutMs}`);
+  if (res.status !== 200) throw new Error(`replica durable seq of ${ns} never reached ${seq}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+  return seq;
+}

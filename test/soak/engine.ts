@@ -22,8 +22,9 @@
  * at process exit) and every directory comes from makeTempDir.
  */
 import Database from 'better-sqlite3';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   ChaosProxy,
@@ -42,6 +43,7 @@ import {
   startReplicaProcess,
   waitForCapture,
   waitForCatchUp,
+  waitForDurable,
 } from '../harness/index.js';
 import { type Fault, NAMESPACES, type Namespace, WRITERS, describeSchedule, makeSchedule, rng } from './schedule.js';
 
@@ -71,6 +73,8 @@ export interface SoakReport {
   readonly snapshotInstalls: number;
   readonly invariantChecks: number;
   readonly violations: number;
+  /** Answered blob puts and deletes, requests retried without an answer, live blobs on the primary per namespace. */
+  readonly blobs: { readonly puts: number; readonly deletes: number; readonly retries: number; readonly onPrimary: Record<string, number> };
 }
 
 const HEARTBEAT = ['--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '4000'];
@@ -256,19 +260,58 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     };
     const cliLoops = NAMESPACES.map((ns) => cliLoop(ns));
 
-    // TODO(blobs): plug the blob-upload writer in here once blobs (#6) are on
-    // main. It should be a separate process (like soak-writer.ts) that PUTs
-    // blobs of random sizes (some larger than one BLOB_CHUNK) to
-    // `PUT /v1/namespaces/:ns/blobs/:id` on the primary (port primaryPort),
-    // also deletes some, and prints `committed blob:ID` once the primary
-    // answered 2xx; then
-    // - add it to the kill-writer targets (schedule.ts, WRITERS or a
-    //   `blob-${ns}` target) and `replica.blob.save=throw*N` / `kill@N` to
-    //   the failpoint-replica catalogue (the durable cursor must hold, and
-    //   the re-stream after reconnect must re-save the blob: invariant 2);
-    // - in the oracle, pass primaryBlobs/replicaBlobs to assertConverged
-    //   (it already compares the sha256 of every blob) and check every
-    //   committed blob id exists, with its sha256, on every replica.
+    // --- blob uploads: puts and deletes over HTTP, retried until answered ------
+    // A request that got no answer (primary killed or cut) is retried with
+    // the same id and body, as docs/operations.md tells clients to: that is
+    // what heals a crash between a blob's rename and its log event.
+    let stopBlobs = false;
+    const committedBlobs = new Map<Namespace, Map<string, string | null>>(NAMESPACES.map((ns) => [ns, new Map()]));
+    const blobCounts = { puts: 0, deletes: 0, retries: 0 };
+    const blobRequest = async (method: 'PUT' | 'DELETE', ns: Namespace, id: string, body?: Buffer): Promise<number> => {
+      for (;;) {
+        try {
+          const res = await fetch(`http://127.0.0.1:${primaryPort}/v1/namespaces/${ns}/blobs/${id}`, {
+            method,
+            headers: { authorization: `Bearer ${TEST_TOKEN}` },
+            ...(body !== undefined ? { body } : {}),
+            signal: AbortSignal.timeout(30_000),
+          });
+          await res.arrayBuffer();
+          if (res.status >= 500 || res.status === 503) throw new Error(`HTTP ${res.status}`);
+          return res.status;
+        } catch {
+          blobCounts.retries++;
+          await sleep(200);
+        }
+      }
+    };
+    const blobLoop = async (ns: Namespace): Promise<void> => {
+      const rand = rng(options.seed ^ (ns === 'alpha' ? 0xb10b : 0xb10c));
+      const live: string[] = [];
+      for (let n = 0; !stopBlobs; n++) {
+        if (live.length > 3 && rand() < 0.2) {
+          const id = live.splice(Math.floor(rand() * live.length), 1)[0]!;
+          const status = await blobRequest('DELETE', ns, id);
+          // 404: an earlier, unanswered attempt already deleted it.
+          if (status === 200 || status === 404) {
+            committedBlobs.get(ns)!.set(id, null);
+            blobCounts.deletes++;
+          } else problems.push(`blob DELETE ${ns}/${id}: HTTP ${status}`);
+        } else {
+          const size = rand() < 0.1 ? 300_000 + Math.floor(rand() * 1_200_000) : 1 + Math.floor(rand() * 100_000);
+          const body = randomBytes(size);
+          const id = `soak-${ns}-${n}`;
+          const status = await blobRequest('PUT', ns, id, body);
+          if (status === 201 || status === 200) {
+            committedBlobs.get(ns)!.set(id, createHash('sha256').update(body).digest('hex'));
+            live.push(id);
+            blobCounts.puts++;
+          } else problems.push(`blob PUT ${ns}/${id}: HTTP ${status}`);
+        }
+        await sleep(150 + Math.floor(rand() * 450));
+      }
+    };
+    const blobLoops = NAMESPACES.map((ns) => blobLoop(ns));
 
     // --- invariant readers: one per replica, on different namespaces --------
     const readers = replicas.map((_, r) => spawnInvariantReader(replicaDb(layout, r, NAMESPACES[r % NAMESPACES.length]!), 5000, 20));
@@ -447,6 +490,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       await c.succeeded(60_000);
     }
     await Promise.all(cliLoops);
+    stopBlobs = true;
+    await Promise.all(blobLoops);
 
     for (const ns of NAMESPACES) {
       await waitForCapture(primary.current!, ns, layout.db[ns], 180_000);
@@ -457,7 +502,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     for (const ns of NAMESPACES) {
       for (let r = 0; r < replicas.length; r++) {
         try {
-          await assertConverged({ primaryDb: layout.db[ns], replicaDb: replicaDb(layout, r, ns) });
+          await waitForDurable(primary.current!, replicas[r]!.current!, ns, 120_000);
+          await assertConverged({ primaryDb: layout.db[ns], replicaDb: replicaDb(layout, r, ns), primaryBlobs: join(layout.primaryData, ns, 'blobs'), replicaBlobs: join(layout.replicaData[r]!, ns, 'blobs') });
         } catch (err) {
           problems.push(`convergence of ${ns} on replica${r + 1}: ${(err as Error).message}`);
         }
@@ -482,6 +528,18 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         if (where === 'primary') onPrimary[ns] = have.size;
         const missing = want.filter((id) => !have.has(id));
         if (missing.length > 0) problems.push(`${missing.length} committed transactions of ${ns} missing on ${where}: ${missing.slice(0, 5).join(', ')}`);
+      }
+    }
+
+    // Every blob put that was answered is on the primary and every replica with its content; every answered delete is gone.
+    for (const ns of NAMESPACES) {
+      const dirs: [string, string][] = [['primary', join(layout.primaryData, ns, 'blobs')], ...layout.replicaData.map((d, r): [string, string] => [`replica${r + 1}`, join(d, ns, 'blobs')])];
+      for (const [where, dir] of dirs) {
+        const names = new Set(existsSync(dir) ? readdirSync(dir) : []);
+        for (const [id, sha] of committedBlobs.get(ns)!) {
+          const present = [...names].some((n) => n.startsWith(`${id}~`));
+          if (sha === null ? present : !names.has(`${id}~${sha}`)) problems.push(`blob ${ns}/${id} ${sha === null ? 'deleted but present' : 'missing'} on ${where}`);
+        }
       }
     }
 
@@ -522,6 +580,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       snapshotInstalls: replicaLines.filter((l) => l.includes('bootstrap complete: snapshot installed')).length,
       invariantChecks,
       violations,
+      blobs: { ...blobCounts, onPrimary: Object.fromEntries(NAMESPACES.map((ns) => [ns, readdirSync(join(layout.primaryData, ns, 'blobs')).length])) },
     };
     log(`soak report: ${JSON.stringify(report)}`);
     if (problems.length > 0) throw new Error(`soak seed ${options.seed} failed:\n- ${problems.join('\n- ')}`);

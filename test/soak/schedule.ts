@@ -163,6 +163,8 @@ export function makeSchedule(options: ScheduleOptions): PlannedFault[] {
         const armedMs = int(2000, 6000);
         if (random() < 0.3) return { kind: k, replica: replica(), failpoints: `${pick(REPLICA_INSTALL_POINTS)}=kill@1`, armedMs, reset: ns() };
         if (random() < 0.15) return { kind: k, replica: replica(), failpoints: `replica.apply.mid-pages=delay(${int(20, 200)})%0.3`, armedMs };
+        // Blob saves: a failed save latches a gap the re-stream heals; a kill mid-save leaves only a temp file.
+        if (random() < 0.35) return { kind: k, replica: replica(), failpoints: random() < 0.6 ? `replica.blob.save=throw*${int(1, 3)}` : `replica.blob.save=kill@${int(1, 6)}`, armedMs };
         return { kind: k, replica: replica(), failpoints: `${pick(REPLICA_APPLY_POINTS)}=kill@${int(1, 20)}`, armedMs };
       }
       case 'long-reader':

@@ -568,6 +568,10 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
         ms: result.totalMs,
       });
       if (result.cursor.durableSeq !== before.durableSeq) this.emit('durable', { ns: this.name, durableSeq: result.cursor.durableSeq });
+      // The batch recorded the cap of its dispatch; a hold released or a
+      // barrier lifted while it ran allows more, which must be written too
+      // (else the durable seq waits for the next apply or release).
+      if (this.#durability.durableSeq > result.cursor.durableSeq) this.scheduleDurableSync();
     }
     if (result.diverged !== null) this.#announceDiverged(result.diverged);
   }

@@ -183,6 +183,18 @@ describe('failures and recovery', () => {
     expect(reopened.helloPosition).toEqual({ ns: 'main', generation: GEN, appliedSeq: 12, durableSeq: 12, checksum: source.txns[11]!.checksum });
   });
 
+  it('a hold released while a batch runs is written once the batch ends (regression: durable seq stuck one below applied)', async () => {
+    const ns = await openNs(makeTempDir('walwire-ns-'));
+    await ns.apply(GEN, txns(1, 5));
+    ns.durability.hold(6);
+    const applying = ns.apply(GEN, txns(6, 9)); // dispatched with the cap 5
+    ns.durability.release(6); // nothing else moves the cursor afterwards
+    await applying;
+    expect(ns.position.appliedSeq).toBe(9);
+    for (let i = 0; i < 100 && ns.position.durableSeq < 9; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(ns.position.durableSeq).toBe(9);
+  });
+
   it('back-pressures apply calls beyond maxQueuedBytes and still applies all of them in order', async () => {
     const ns = await openNs(undefined, { maxQueuedBytes: 3 * source.pageSize });
     const all = source.txns.map((t) => ns.apply(GEN, [t]));
