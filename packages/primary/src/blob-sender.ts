@@ -81,7 +81,8 @@ const TRANSIENT = new Set(['EIO', 'EAGAIN', 'EMFILE', 'ENFILE', 'EINTR', 'EBUSY'
 export class BlobSender {
   readonly #o: BlobSenderOptions;
   readonly #queue: { readonly job: BlobJob; readonly announce: boolean }[] = [];
-  readonly #active = new Map<number, Active>();
+  /** By `seq:blobId`: a snapshot's bootstrap copies share one seq. */
+  readonly #active = new Map<string, Active>();
   #unflushed = 0;
   #credit = 0;
   readonly #waiters: (() => void)[] = [];
@@ -128,8 +129,8 @@ export class BlobSender {
 
   /** A BLOB_ACK from the replica. */
   ack(m: BlobAckMessage): void {
-    const a = this.#active.get(m.seq);
-    if (a === undefined || a.job.blobId !== m.blobId) return; // late ACK of a finished job
+    const a = this.#active.get(`${m.seq}:${m.blobId}`);
+    if (a === undefined) return; // late ACK of a finished job
     const bytes = Math.min(m.bytes, a.sent);
     if (bytes > a.acked) {
       this.#credit -= bytes - a.acked;
@@ -159,7 +160,7 @@ export class BlobSender {
       let settle = (): void => {};
       const final = new Promise<void>((resolve) => (settle = resolve));
       const a: Active = { job, sent: 0, acked: 0, stop: false, final, settle };
-      this.#active.set(job.seq, a);
+      this.#active.set(`${job.seq}:${job.blobId}`, a);
       void this.#stream(a, announce).then(
         () => a.final,
         (err: unknown) => {
@@ -169,7 +170,7 @@ export class BlobSender {
           }
         },
       ).finally(() => {
-        this.#active.delete(job.seq);
+        this.#active.delete(`${job.seq}:${job.blobId}`);
         this.#credit -= a.sent - a.acked;
         this.#pump();
         if (this.#queue.length === 0 && this.#active.size === 0) for (const r of this.#idle.splice(0)) r();

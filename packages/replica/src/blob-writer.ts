@@ -151,9 +151,16 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
     };
   }
 
-  /** True when a bootstrap blob of the snapshot `generation` at `seq` failed on this connection. */
+  /**
+   * True when a bootstrap blob of the snapshot `generation` at `seq` failed
+   * on this connection, or is still unfinished: the primary sends
+   * SNAPSHOT_END only after every final BLOB_ACK, so an unfinished one is a
+   * protocol breach the install must not paper over.
+   */
   bootstrapFailed(generation: string, seq: number): boolean {
-    return this.#bootstrapFailed.has(`${generation}:${seq}`);
+    if (this.#bootstrapFailed.has(`${generation}:${seq}`)) return true;
+    for (const j of this.#jobs.values()) if (j.bootstrap && j.generation === generation && j.seq === seq && !j.done) return true;
+    return false;
   }
 
   /** A new connection: forget the last one's bootstrap failures and sets (its streams are void). */
@@ -172,14 +179,14 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
   async pruneAfterBootstrap(generation: string, seq: number): Promise<number> {
     const keep = this.#bootstrapIds.get(`${generation}:${seq}`) ?? new Set<string>();
     this.#bootstrapIds.clear();
-    let removed = 0;
+    const removed: string[] = [];
     for (const info of this.files.list()) {
       if (keep.has(info.id) || this.#chains.has(info.id)) continue;
       await this.files.remove(info.id);
-      removed++;
+      removed.push(info.id);
     }
-    if (removed > 0) this.#log.info({ removed, generation, seq }, 'bootstrap: removed blobs the primary no longer holds');
-    return removed;
+    if (removed.length > 0) this.#log.info({ removed: removed.length, ids: removed.slice(0, 20), kept: keep.size, generation, seq }, 'bootstrap: removed blobs the primary no longer holds');
+    return removed.length;
   }
 
   /** BLOB_BEGIN. `bootstrap` when it arrives inside a snapshot stream. */
@@ -311,7 +318,10 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
       try {
         await turn;
         const removed = await this.files.remove(m.blobId);
-        if (removed !== undefined) this.#deleted++;
+        if (removed !== undefined) {
+          this.#deleted++;
+          this.#log.info({ seq: m.seq, blobId: m.blobId }, 'blob deleted');
+        }
         this.#durability.release(m.seq);
         this.emit('release');
       } catch (err) {

@@ -321,7 +321,7 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
       snapshotEnd: (ns, generation, seq) => {
         if (this.#replica.opened(ns)?.blobs.bootstrapFailed(generation, seq) === true) {
           // The image stays staged; the next connection resumes it and copies the blobs again.
-          this.#abort(conn, new BlobSaveFailedError(`bootstrap of ${ns} at seq ${seq}: a blob could not be saved; the snapshot is installed once a re-stream saves it`), log, CloseCode.GOING_AWAY);
+          this.#abort(conn, new BlobSaveFailedError(`bootstrap of ${ns} at seq ${seq}: a blob was not saved; the snapshot is installed once a re-stream saves every one`), log, CloseCode.GOING_AWAY);
           return;
         }
         const gate = conn.gates.get(ns);
