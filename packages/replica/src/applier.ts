@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { ApplyFailedError, InvalidTxnError, type Txn, errorFromWire } from '@walwire/protocol';
 import type { ApplyResult, ApplyWorkerData, InstallImage, InstallResult, PackedBatch, RecoverResult, StagedChunks, WorkerEvent, WorkerRequest } from './apply-worker.js';
 import type { CursorRecord } from './cursor-store.js';
-import { adoptDatabaseFd } from './database-file.js';
+import { keptDatabaseFd } from './database-file.js';
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void };
 
@@ -21,15 +21,18 @@ type RequestBody = WorkerRequest extends infer R ? (R extends WorkerRequest ? Om
 export class Applier {
   readonly #worker: Worker;
   readonly #abortFlag = new Int32Array(new SharedArrayBuffer(4));
+  readonly #fdCell = new Int32Array(new SharedArrayBuffer(8));
+  readonly #dbPath: string;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #dead: Error | null = null;
   /** Called (on this thread) while the worker waits for readers to release their locks. */
   onLockWait: (waitedMs: number) => void = () => {};
 
-  constructor(data: Omit<ApplyWorkerData, 'abortFlag'>) {
+  constructor(data: Omit<ApplyWorkerData, 'abortFlag' | 'fdCell'>) {
+    this.#dbPath = data.dbPath;
     this.#worker = new Worker(new URL('./apply-worker.js', import.meta.url), {
-      workerData: { ...data, abortFlag: this.#abortFlag, walwireApplyWorker: true },
+      workerData: { ...data, abortFlag: this.#abortFlag, fdCell: this.#fdCell, walwireApplyWorker: true },
     });
     this.#worker.on('message', (event: WorkerEvent) => this.#onEvent(event));
     this.#worker.on('error', (err) => this.#fail(new ApplyFailedError(`apply worker crashed: ${err.message}`, { cause: err })));
@@ -96,8 +99,17 @@ export class Applier {
       this.onLockWait(event.waitedMs);
       return;
     }
-    if (event.kind === 'fd-opened') {
-      adoptDatabaseFd(event.fd);
+    if (event.kind === 'fd-needed') {
+      // Opened on this thread so that it outlives the worker (see ApplyWorker.#open).
+      let fd = -1;
+      try {
+        fd = keptDatabaseFd(this.#dbPath);
+      } catch {
+        fd = -1;
+      }
+      Atomics.store(this.#fdCell, 1, fd);
+      Atomics.store(this.#fdCell, 0, 1);
+      Atomics.notify(this.#fdCell, 0);
       return;
     }
     const waiter = this.#pending.get(event.id);

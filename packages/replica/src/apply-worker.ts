@@ -13,10 +13,11 @@
  *
  * All page I/O goes through the descriptor kept open for the process lifetime
  * (database-file.ts); this thread never closes a descriptor of the database
- * file. It opens one only where the file did not exist at open: then the
+ * file, and never opens one either: Node closes the descriptors a worker
+ * opened when the worker exits. Where the file did not exist at open (the
  * first apply creates it, or a snapshot install links the staged image in
- * as the database (installByLink), and the new descriptor is handed to the
- * main thread's registry ('fd-opened').
+ * as the database), it asks the main thread ('fd-needed'), which opens the
+ * kept descriptor and answers through a shared cell.
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
@@ -73,6 +74,8 @@ export interface ApplyWorkerData {
   readonly verifyReadBytes: number;
   /** Set to 1 by the main thread to abandon a lock wait (namespace closing). */
   readonly abortFlag: Int32Array;
+  /** [ready flag, fd]: the main thread's answer to 'fd-needed' (the kept descriptor, or -1). */
+  readonly fdCell: Int32Array;
 }
 
 /**
@@ -183,8 +186,8 @@ export type WorkerEvent =
   | { readonly kind: 'reply'; readonly id: number; readonly ok: true; readonly result: unknown }
   | { readonly kind: 'reply'; readonly id: number; readonly ok: false; readonly error: { name: string; code: string; message: string } }
   | { readonly kind: 'lock-wait'; readonly waitedMs: number }
-  /** The worker opened the database's kept descriptor (the file did not exist at open); never to be closed. */
-  | { readonly kind: 'fd-opened'; readonly fd: number };
+  /** The worker needs the database's kept descriptor (the file did not exist at open): the main thread opens it and answers in fdCell. */
+  | { readonly kind: 'fd-needed' };
 
 // ---------------------------------------------------------------------------
 
@@ -259,9 +262,20 @@ export class ApplyWorker {
    */
   #open(): void {
     if (this.#dbFd !== null) return;
-    const fd = openSync(this.#data.dbPath, constants.O_RDWR | constants.O_CREAT, 0o644);
+    // The main thread opens it (keptDatabaseFd) while this thread waits:
+    // Node closes the descriptors a worker opened when the worker exits, and
+    // closing a descriptor on the database drops every POSIX lock the
+    // process holds on it (design.md). Regression test in
+    // packages/replica/test/namespace.test.ts ("… outlives its apply worker").
+    const cell = this.#data.fdCell;
+    Atomics.store(cell, 0, 0);
+    this.#post({ kind: 'fd-needed' });
+    if (Atomics.wait(cell, 0, 0, 30_000) === 'timed-out') {
+      throw new ApplyFailedError(`the main thread did not open ${this.#data.dbPath} within 30000 ms`);
+    }
+    const fd = Atomics.load(cell, 1);
+    if (fd < 0) throw new ApplyFailedError(`opening ${this.#data.dbPath} failed on the main thread`);
     this.#dbFd = fd;
-    this.#post({ kind: 'fd-opened', fd });
     this.#connect();
   }
 

@@ -13,9 +13,10 @@
  *
  * The registry is keyed by the file's (device, inode), so two paths to the
  * same file share one descriptor. A namespace whose database file does not
- * exist yet gets none: its apply worker opens the file when it first exists
- * (first apply, or a snapshot linked in as the database) and hands the
- * descriptor to this registry (adoptDatabaseFd).
+ * exist yet gets none: when the file first exists (first apply, or a
+ * snapshot linked in as the database) its apply worker asks this thread to
+ * open it here. A worker must never open it itself: Node closes the
+ * descriptors a worker opened when the worker exits.
  */
 import { constants, fstatSync, openSync, realpathSync, statSync } from 'node:fs';
 
@@ -57,18 +58,6 @@ function realpathOrSelf(path: string): string {
   } catch {
     return path;
   }
-}
-
-/**
- * Registers a descriptor the apply worker opened on a database file that had
- * none (descriptors are per process, so it is valid on this thread too).
- * Should the file already have one, both stay open: closing either would
- * drop the process's locks on it.
- */
-export function adoptDatabaseFd(fd: number): void {
-  const st = fstatSync(fd);
-  const k = key(st.dev, st.ino);
-  if (!byInode.has(k)) byInode.set(k, fd);
 }
 
 /** The kept descriptor of the database at `path` if the file exists, or null (see keptDatabaseFd). */

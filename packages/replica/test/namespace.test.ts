@@ -183,6 +183,18 @@ describe('failures and recovery', () => {
     expect(reopened.helloPosition).toEqual({ ns: 'main', generation: GEN, appliedSeq: 12, durableSeq: 12, checksum: source.txns[11]!.checksum });
   });
 
+  it('the database descriptor opened for a fresh namespace outlives its apply worker (regression: EBADF after remove and add, locks dropped)', async () => {
+    const dataDir = makeTempDir('walwire-ns-');
+    const replica = await Replica.open({ dataDir });
+    open.push(replica);
+    const ns = await replica.openNamespace('main');
+    await ns.apply(GEN, txns(1, 3)); // creates the database file: the worker asks for the kept descriptor
+    await replica.removeNamespace('main'); // the worker exits
+    const again = await replica.openNamespace('main');
+    await again.apply(GEN, txns(4, 8));
+    await expectAt(again, 8);
+  });
+
   it('a hold released while a batch runs is written once the batch ends (regression: durable seq stuck one below applied)', async () => {
     const ns = await openNs(makeTempDir('walwire-ns-'));
     await ns.apply(GEN, txns(1, 5));
