@@ -4,12 +4,12 @@
  * rolled back, start-up verification, durable cursor, back-pressure.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { type Txn, hasCode } from '@walwire/protocol';
-import { Replica, type ReplicaNamespace, type SnapshotRequestEvent, readCursorSync } from '@walwire/replica';
+import { Replica, type ReplicaNamespace, type SnapshotRequestEvent, keptDatabaseFd, readCursorSync } from '@walwire/replica';
 import { type CapturedSource, captureSource, captureWal, diffImages, makeTempDir, readReplicaImage, sqliteImageAt, useHarness } from '../../../test/harness/index.js';
 
 useHarness();
@@ -190,6 +190,8 @@ describe('failures and recovery', () => {
     const ns = await replica.openNamespace('main');
     await ns.apply(GEN, txns(1, 3)); // creates the database file: the worker asks for the kept descriptor
     await replica.removeNamespace('main'); // the worker exits
+    const fd = keptDatabaseFd(ns.dbPath);
+    expect(fstatSync(fd).ino).toBe(statSync(ns.dbPath).ino);
     const again = await replica.openNamespace('main');
     await again.apply(GEN, txns(4, 8));
     await expectAt(again, 8);
