@@ -170,11 +170,12 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
   }
 
   /**
-   * After the snapshot `generation` at `seq` is installed: removes every blob
-   * its bootstrap did not announce. Those were deleted on the primary before
-   * the snapshot's seq, in events this replica will never receive (it
-   * skipped them with the log). Runs before any later event of the stream is
-   * handed over (the client's install gate). Returns how many were removed.
+   * Before the snapshot `generation` at `seq` is installed (every bootstrap
+   * copy is final by then): removes every blob its bootstrap did not
+   * announce. Those were deleted on the primary before the snapshot's seq,
+   * in events this replica will never receive (it skips them with the log).
+   * Later events of the stream wait behind the install gate. Returns how
+   * many were removed.
    */
   async pruneAfterBootstrap(generation: string, seq: number): Promise<number> {
     const keep = this.#bootstrapIds.get(`${generation}:${seq}`) ?? new Set<string>();

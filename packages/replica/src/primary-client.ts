@@ -325,12 +325,12 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
           return;
         }
         const gate = conn.gates.get(ns);
-        // Blobs the snapshot does not hold are removed before the gate lets
-        // the stream's later events through.
-        const installed = this.#snapshots.end(ns, generation, seq).then(async (r) => {
-          await this.#replica.opened(ns)?.blobs.pruneAfterBootstrap(generation, seq);
-          return r;
-        });
+        // Blobs the snapshot does not hold are removed first, so that the
+        // installed position (and a durable wait on it) never shows them.
+        // A crash between the two leaves the old database with fewer blobs,
+        // all of them deleted on the primary; the bootstrap runs again.
+        const pruned = this.#replica.opened(ns)?.blobs.pruneAfterBootstrap(generation, seq) ?? Promise.resolve(0);
+        const installed = pruned.then(() => this.#snapshots.end(ns, generation, seq));
         // Opened on failure too: the failure aborts the connection, and the
         // applies queued behind the gate then fail harmlessly or are skipped.
         void installed.finally(() => {
