@@ -40,7 +40,10 @@ describe('primary crash recovery', () => {
     const first = PrimaryDaemon.spawn(options, { WALWIRE_FAILPOINTS: failpoint });
     await first.child.waitForLine(/^ready /);
     const TXNS = 300;
-    const writer = spawnWriter({ db }, { mode: 'load', txns: TXNS, rowsPerTxn: 1, payloadBytes: 100, ratePerSec: 500 });
+    // Paced so the writer still holds the WAL when the second daemon starts:
+    // had it finished first, its close would delete the WAL and continuity
+    // could not be proven (a new generation, tested elsewhere).
+    const writer = spawnWriter({ db }, { mode: 'load', txns: TXNS, rowsPerTxn: 1, payloadBytes: 100, ratePerSec: 100 });
     const died = await first.child.exited;
     expect(died.signal).toBe('SIGKILL');
     const acknowledged = first.records('load');
