@@ -52,7 +52,12 @@ export interface BlobSenderOptions {
   /** Content bytes sent and not yet acknowledged, across the namespace's blobs. */
   readonly blobWindowBytes: number;
   readonly logger: Logger;
-  /** Errnos worth retrying a read for, and how long in total. */
+  /**
+   * How long an open or read that fails with a transient errno (EIO, EAGAIN,
+   * EMFILE, ENFILE, EINTR, EBUSY) is retried, with doubling delays, before
+   * the stream fails.
+   * @default 2000
+   */
   readonly readRetryMs?: number;
 }
 
