@@ -277,7 +277,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
             signal: AbortSignal.timeout(30_000),
           });
           await res.arrayBuffer();
-          if (res.status >= 500 || res.status === 503) throw new Error(`HTTP ${res.status}`);
+          if (res.status >= 500) throw new Error(`HTTP ${res.status}`); // e.g. 503 while the namespace restarts: retry
           return res.status;
         } catch {
           blobCounts.retries++;
