@@ -22,6 +22,7 @@ import {
   startReplicaProcess,
   useHarness,
   waitForCatchUp,
+  waitForDurable,
 } from './harness/index.js';
 
 useHarness();
@@ -46,16 +47,14 @@ async function del(primary: DaemonProcess, ns: string, id: string): Promise<numb
   return json.seq;
 }
 
-/** Waits until the replica's durable seq reached the primary's head: every blob event saved. */
-async function waitDurable(primary: DaemonProcess, replica: DaemonProcess, ns: string, timeoutMs = 30_000): Promise<number> {
-  const head = await primary.get(`/v1/namespaces/${ns}/head`);
-  const seq = head.body['seq'] as number;
-  const res = await replica.get(`/v1/namespaces/${ns}/wait?seq=${seq}&generation=${String(head.body['generation'])}&durable=1&timeoutMs=${timeoutMs}`);
-  if (res.status !== 200) {
+/** waitForDurable, with the daemons' warnings and blob lines when it times out. */
+async function waitDurable(primary: DaemonProcess, replica: DaemonProcess, ns: string): Promise<number> {
+  try {
+    return await waitForDurable(primary, replica, ns, 30_000);
+  } catch (err) {
     const tail = (lines: string[]): string => lines.filter((l) => !l.includes('"level":30') || l.includes('blob')).slice(-15).join('\n');
-    throw new Error(`replica durable seq never reached ${seq}: HTTP ${res.status} ${JSON.stringify(res.body)}\nreplica:\n${tail(replica.child.lines)}\nprimary:\n${tail(primary.child.lines)}`);
+    throw new Error(`${(err as Error).message}\nreplica:\n${tail(replica.child.lines)}\nprimary:\n${tail(primary.child.lines)}`);
   }
-  return seq;
 }
 
 /** Blob files in a blob directory, as id → sha256 from the name; asserts no temp file and that each file hashes to its name. */

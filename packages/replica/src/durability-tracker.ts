@@ -125,10 +125,4 @@ export class DurabilityTracker {
     this.#gap = null;
     this.#barrier = null;
   }
-
-  /** The gap was repaired. Returns the new durable seq. */
-  clearGap(): number {
-    this.#gap = null;
-    return this.noteApplied(this.#applied);
-  }
 }

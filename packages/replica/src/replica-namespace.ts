@@ -404,7 +404,7 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
     return this.#applying || this.#queue.length > 0 ? this.#idle : Promise.resolve();
   }
 
-  /** Writes the durable seq the tracker allows now (call after durability.release / clearGap). */
+  /** Writes the durable seq the tracker allows now (after a blob release or a STREAM_MARK). */
   async syncDurable(): Promise<ReplicaPosition> {
     this.#checkUsable();
     const target = this.#durability.noteApplied(this.#cursor.appliedSeq);

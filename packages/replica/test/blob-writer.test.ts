@@ -18,10 +18,10 @@ async function until(done: () => boolean): Promise<void> {
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-function setup(applied = 0) {
+function setup(applied = 0, stallTimeoutMs = 60_000) {
   const dir = join(makeTempDir(), 'blobs');
   const tracker = new DurabilityTracker(applied, applied);
-  const writer = new BlobWriter({ ns: 'app', dir, durability: tracker, logger: silentLogger(), stallTimeoutMs: 60_000, generation: () => G });
+  const writer = new BlobWriter({ ns: 'app', dir, durability: tracker, logger: silentLogger(), stallTimeoutMs, generation: () => G });
   const acks: string[] = [];
   const ack = (id: string) => (outcome: BlobAckOutcome, bytes: number) => acks.push(`${id} ${outcome} ${bytes}`);
   const released = () => new Promise<void>((resolve) => writer.once('release', () => resolve()));
@@ -126,5 +126,20 @@ describe('BlobWriter', () => {
     await until(() => readdirSync(dir).length === 0);
     expect(readdirSync(dir)).toEqual([]);
     expect(tracker.noteApplied(3)).toBe(0);
+  });
+
+  it('a blob that stops making progress fails after stallTimeoutMs and latches a gap', async () => {
+    const { writer, tracker, failed, ack, acks } = setup(0, 50);
+    tracker.startStream();
+    const gap = failed();
+    const data = randomBytes(1000);
+    writer.begin({ type: MessageType.BLOB_BEGIN, ns: 'app', generation: G, seq: 1, blobId: 'slow', size: 5000, sha256: 'e'.repeat(64) }, false, ack('slow'));
+    writer.chunk({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: G, seq: 1, blobId: 'slow', offset: 0, data, crc: crc32(data) });
+    writer.checkStalls(Date.now()); // not stalled yet
+    expect(writer.status.failures).toBe(0);
+    writer.checkStalls(Date.now() + 1000);
+    expect(await gap).toBe('WALWIRE_ERR_BLOB_SAVE_FAILED');
+    expect(tracker.gapSeq).toBe(1);
+    expect(acks.at(-1)).toMatch(/^slow failed /);
   });
 });

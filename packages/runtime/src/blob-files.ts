@@ -23,7 +23,6 @@
  * The in-memory index is built from the directory at open and kept in step
  * by commit/remove; it is the only place lookups go.
  */
-import { createHash } from 'node:crypto';
 import { constants, mkdirSync, promises as fsp, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { isBlobId, isSha256 } from '@walwire/protocol';
@@ -173,21 +172,4 @@ export class BlobDirectory {
       throw err;
     }
   }
-}
-
-/** SHA-256 of a whole file, hex (verification in tests and integrity checks). */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  const handle = await fsp.open(path, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(1 << 20);
-    for (;;) {
-      const { bytesRead } = await handle.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest('hex');
 }
