@@ -53,7 +53,9 @@ async function waitDurable(primary: DaemonProcess, replica: DaemonProcess, ns: s
     return await waitForDurable(primary, replica, ns, 30_000);
   } catch (err) {
     const tail = (lines: string[]): string => lines.filter((l) => !l.includes('"level":30') || l.includes('blob')).slice(-15).join('\n');
-    throw new Error(`${(err as Error).message}\nreplica:\n${tail(replica.child.lines)}\nprimary:\n${tail(primary.child.lines)}`);
+    const st = await replicaStatus(replica, ns).catch((e: unknown) => ({ error: String(e) }));
+    const ps = await primary.get('/v1/status').catch((e: unknown) => ({ error: String(e) }));
+    throw new Error(`${(err as Error).message}\nreplica status: ${JSON.stringify(st)}\nprimary status: ${JSON.stringify(ps)}\nreplica:\n${tail(replica.child.lines)}\nprimary:\n${tail(primary.child.lines)}`);
   }
 }
 

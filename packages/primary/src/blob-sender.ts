@@ -14,7 +14,8 @@
  *   being read, and transactions overtake blob content after at most one
  *   window of it.
  * - A job ends at the replica's final BLOB_ACK (saved, present, failed),
- *   which frees its slot. `present` also stops the chunks of that job.
+ *   which frees its slot. `present` also stops the chunks of that job, and
+ *   a final ACK of a job still queued removes it before it starts.
  * - A blob whose exact version is gone from the store (deleted or replaced
  *   since the event) is answered BLOB_GONE; reads that fail with a
  *   transient errno are retried briefly before the connection is failed.
@@ -134,8 +135,17 @@ export class BlobSender {
 
   /** A BLOB_ACK from the replica. */
   ack(m: BlobAckMessage): void {
-    const a = this.#active.get(`${m.seq}:${m.blobId}`);
-    if (a === undefined) return; // late ACK of a finished job
+    const key = `${m.seq}:${m.blobId}`;
+    const a = this.#active.get(key);
+    if (a === undefined) {
+      // The replica answers BLOB_BEGIN at once when it already holds the
+      // blob (present) or cannot take it (failed), and the log Sender
+      // announces jobs that wait here for a slot: such a job is final before
+      // it starts. Streaming it anyway would leave its slot waiting forever
+      // for an ACK the replica (which has no job for it) never sends.
+      if (m.outcome !== 'progress') this.#dropQueued(key, m.outcome);
+      return; // otherwise a late ACK of a finished job
+    }
     const bytes = Math.min(m.bytes, a.sent);
     if (bytes > a.acked) {
       this.#credit -= bytes - a.acked;
@@ -151,6 +161,14 @@ export class BlobSender {
     a.acked = a.sent;
     a.settle();
     this.#wakeAll();
+  }
+
+  #dropQueued(key: string, outcome: BlobAckMessage['outcome']): void {
+    const at = this.#queue.findIndex((q) => `${q.job.seq}:${q.job.blobId}` === key);
+    if (at === -1) return;
+    this.#queue.splice(at, 1);
+    if (outcome === 'failed') this.#failedAcks++;
+    if (this.#queue.length === 0 && this.#active.size === 0) for (const r of this.#idle.splice(0)) r();
   }
 
   stop(): void {

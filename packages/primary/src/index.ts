@@ -9,6 +9,7 @@ export { checksumDatabaseImage, databaseDescriptor } from './database-file.js';
 export { SnapshotStore, type SnapshotMeta, type SnapshotLog } from './snapshot-store.js';
 export { streamSnapshot, type SnapshotSource } from './snapshot-sender.js';
 export { Sender, type LogSource, type FrameSink, type SenderStats } from './sender.js';
+export { BlobSender, type BlobSource, type BlobJob, type BlobSenderOptions, type BlobSenderStats } from './blob-sender.js';
 export { ReplicaSession, type SessionState, type SessionStatus, type SessionOptions, type StreamableNamespace, type ReplicaNamespaceStatus } from './replica-session.js';
 export { ReplicationServer, REPLICATION_PATH, type ReplicationServerOptions, type HttpHandler } from './replication-server.js';
 export { PrimaryDaemon, type PrimaryDaemonOptions } from './primary-daemon.js';

@@ -210,6 +210,10 @@ export class ReplicaDaemon {
         diverged: st.diverged !== null,
         gap: gapSeq !== null,
         gapSeq,
+        // What keeps the durable seq below the applied seq: blob events not
+        // yet saved, and the re-stream barrier (lifted by STREAM_MARK).
+        heldSeqs: ns.durability.heldSeqs,
+        barrierSeq: ns.durability.barrierSeq,
         bootstrap: client.bootstrap.find((b) => b.ns === name) ?? null,
       });
     }
