@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     checkpointPages: flags['checkpoint-pages'] as number,
     walTruncateBytes: flags['wal-truncate-bytes'] as number,
     segmentBytes: flags['segment-bytes'] as number,
+    logCacheBytes: flags['log-cache-bytes'] as number,
     snapshotChunkBytes: flags['snapshot-chunk-bytes'] as number,
     blobChunkBytes: flags['blob-chunk-bytes'] as number,
     maxBlobsInFlight: flags['max-blobs-in-flight'] as number,

@@ -194,7 +194,7 @@ export class PrimaryNamespace {
         control.pragma('journal_mode = WAL');
         control.pragma('busy_timeout = 0');
       }
-      log = await ReplicationLog.open({ dir: join(options.dataDir, name, 'log'), segmentBytes: options.segmentBytes, logger });
+      log = await ReplicationLog.open({ dir: join(options.dataDir, name, 'log'), segmentBytes: options.segmentBytes, tailCacheBytes: options.logCacheBytes, logger });
       const snapshots = await SnapshotStore.open(join(options.dataDir, name, 'snapshots'), logger, options.snapshotChunkBytes);
       const ns = new PrimaryNamespace(name, config.path, options, control, log, snapshots, checkpointer, hooks, logger);
       checkpointer.register(name, (run) => ns.#checkpoint(run));

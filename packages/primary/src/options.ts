@@ -121,6 +121,13 @@ export interface PrimaryLimits {
    */
   readonly segmentBytes: number;
   /**
+   * Encoded bytes of the newest durable log records each namespace keeps in
+   * memory, so that replicas that keep up are streamed without reading the
+   * log back from disk. Replicas further behind read the segments.
+   * @default 4194304 (4 MiB)
+   */
+  readonly logCacheBytes: number;
+  /**
    * A bootstrap rolls the snapshot image forward to the log head only when
    * the log holds at least this many seqs after the image; otherwise the
    * replica installs the image and streams the rest from the log.
@@ -170,6 +177,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   walStallTimeoutMs: 5000,
   namespaceRetryMs: 1000,
   segmentBytes: 64 * 1024 * 1024,
+  logCacheBytes: 4 * 1024 * 1024,
   snapshotAdvanceSeqs: 10_000,
   maxBlobBytes: 4 * 1024 * 1024 * 1024,
   snapshotChunkBytes: 4 * 1024 * 1024,
@@ -231,6 +239,7 @@ export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryO
   checkIntegerOption('walStallTimeoutMs', limits.walStallTimeoutMs, 1, 3_600_000);
   checkIntegerOption('namespaceRetryMs', limits.namespaceRetryMs, 1, 3_600_000);
   checkIntegerOption('segmentBytes', limits.segmentBytes, 64 * 1024, 64 * 1024 * MiB);
+  checkIntegerOption('logCacheBytes', limits.logCacheBytes, 0, 1024 * MiB);
   checkIntegerOption('snapshotAdvanceSeqs', limits.snapshotAdvanceSeqs, 0, Number.MAX_SAFE_INTEGER);
   checkIntegerOption('maxBlobBytes', limits.maxBlobBytes, 1, Number.MAX_SAFE_INTEGER);
   checkIntegerOption('snapshotChunkBytes', limits.snapshotChunkBytes, 4096, 1024 * MiB);

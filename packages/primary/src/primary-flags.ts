@@ -18,6 +18,7 @@ export const PRIMARY_FLAGS: readonly FlagSpec[] = [
   { name: 'replica-ttl-ms', type: 'integer', description: 'A disconnected replica holds the log back for this long after it was last seen.', default: 3600000, min: 0 },
   { name: 'retention-interval-ms', type: 'integer', description: 'Interval between retention passes.', default: 30000, min: 10 },
   { name: 'segment-bytes', type: 'integer', description: 'Size at which the replication log starts a new segment (the unit of retention).', default: 67108864, min: 65536 },
+  { name: 'log-cache-bytes', type: 'integer', description: 'Newest log records kept in memory per namespace, so replicas that keep up are streamed without reading the log back from disk.', default: 4194304, min: 0, max: 1073741824 },
   { name: 'snapshot-chunk-bytes', type: 'integer', description: 'Bytes per snapshot chunk sent to a bootstrapping replica (a crash mid-bootstrap re-fetches at most about one).', default: 4194304, min: 4096, max: 4194304 },
   { name: 'blob-chunk-bytes', type: 'integer', description: 'Blob content bytes per BLOB_CHUNK message.', default: 262144, min: 512, max: 4194304 },
   { name: 'max-blobs-in-flight', type: 'integer', description: 'Blobs streamed at once to one replica, per namespace (further blob events queue).', default: 4, min: 1, max: 1024 },

@@ -81,6 +81,12 @@ export interface ReplicationLogOptions {
   readonly dir: string;
   /** Roll to a new segment past this size. */
   readonly segmentBytes: number;
+  /**
+   * Encoded bytes of the newest durable records kept in memory, so that a
+   * replica that keeps up reads them without touching the disk.
+   * @default 4194304 (4 MiB)
+   */
+  readonly tailCacheBytes?: number;
   readonly logger: Logger;
 }
 
@@ -111,10 +117,22 @@ export class ReplicationLog {
   #failed: unknown;
   #closed = false;
   #recovery: LogRecovery = { unclean: false, verifiedSegments: 0, discardedBytes: 0, removedSegments: 0 };
+  /**
+   * The newest durable records of the current generation, as written:
+   * consecutive seqs from `#tail[#tailStart]`. Only records made durable by
+   * this process enter it, it is emptied when the generation changes, and
+   * every read from it is verified (CRC) like a read from the segment.
+   */
+  readonly #tailCacheBytes: number;
+  #tail: { readonly seq: number; readonly buf: Buffer }[] = [];
+  #tailGeneration: string | undefined;
+  #tailStart = 0;
+  #tailBytes = 0;
 
   private constructor(options: ReplicationLogOptions) {
     this.#dir = options.dir;
     this.#segmentBytes = options.segmentBytes;
+    this.#tailCacheBytes = options.tailCacheBytes ?? 4 * 1024 * 1024;
     this.#logger = options.logger;
   }
 
@@ -190,6 +208,7 @@ export class ReplicationLog {
       createdAt: Date.now(),
     };
     const segment = await this.#createSegment(segno, header);
+    this.#clearCache();
     await this.#active?.close();
     this.#active = undefined;
     const old = this.#segments;
@@ -245,6 +264,12 @@ export class ReplicationLog {
     }
     let seq = Math.max(from, 1);
     while (seq <= last) {
+      const cached = this.#cached(seq, generation!);
+      if (cached !== undefined) {
+        yield cached;
+        seq++;
+        continue;
+      }
       const segment = this.#segmentFor(seq);
       if (segment === undefined || segment.header.generation !== generation) {
         throw new SnapshotRequiredError(`seq ${seq} of generation ${generation} is no longer in the log`);
@@ -254,7 +279,7 @@ export class ReplicationLog {
         throw new SnapshotRequiredError(`segment holding seq ${seq} is gone (${(err as Error).message})`);
       });
       try {
-        while (seq <= last && seq - segment.header.firstSeq < offsets.length) {
+        while (seq <= last && seq - segment.header.firstSeq < offsets.length && !this.#isCached(seq, generation)) {
           const i = seq - segment.header.firstSeq;
           const start = offsets[i]!;
           const end = i + 1 < offsets.length ? offsets[i + 1]! : segment.size;
@@ -333,6 +358,7 @@ export class ReplicationLog {
     }
     // Seqs reserved by the failed appends were never acknowledged: reuse them.
     this.#nextSeq = (this.#head?.seq ?? 0) + 1;
+    this.#clearCache();
     this.#failed = undefined;
     this.#logger.warn({ dir: this.#dir, seq: this.#head?.seq ?? 0 }, 'replication log reopened after a failed append');
   }
@@ -361,6 +387,46 @@ export class ReplicationLog {
   }
 
   // -------------------------------------------------------------------------
+
+  #isCached(seq: number, generation = this.generation): boolean {
+    if (generation !== this.#tailGeneration) return false;
+    const first = this.#tail[this.#tailStart]?.seq;
+    return first !== undefined && seq >= first && seq - first < this.#tail.length - this.#tailStart;
+  }
+
+  /** The record at `seq` from the tail cache, verified; undefined when not cached. */
+  #cached(seq: number, generation: string): LogRecord | undefined {
+    if (!this.#isCached(seq, generation)) return undefined;
+    const entry = this.#tail[this.#tailStart + seq - this.#tail[this.#tailStart]!.seq]!;
+    const r = readRecord(entry.buf, 0, generation);
+    if (r.status !== 'ok' || r.decoded.record.seq !== seq) {
+      throw new LogCorruptError(`${this.#dir}: cached record for seq ${seq} failed verification (${r.status === 'torn' ? r.reason : r.status})`);
+    }
+    return r.decoded.record;
+  }
+
+  #cache(seq: number, buf: Buffer): void {
+    const last = this.#tail.at(-1);
+    if ((last !== undefined && last.seq + 1 !== seq) || this.#tailGeneration !== this.generation) this.#clearCache();
+    this.#tailGeneration = this.generation;
+    this.#tail.push({ seq, buf });
+    this.#tailBytes += buf.length;
+    while (this.#tailBytes > this.#tailCacheBytes && this.#tailStart < this.#tail.length) {
+      this.#tailBytes -= this.#tail[this.#tailStart]!.buf.length;
+      this.#tailStart++;
+    }
+    if (this.#tailStart > 1024 && this.#tailStart * 2 > this.#tail.length) {
+      this.#tail = this.#tail.slice(this.#tailStart);
+      this.#tailStart = 0;
+    }
+  }
+
+  #clearCache(): void {
+    this.#tailGeneration = undefined;
+    this.#tail = [];
+    this.#tailStart = 0;
+    this.#tailBytes = 0;
+  }
 
   #assertOpen(): void {
     if (this.#closed) throw new ClosedError(`replication log ${this.#dir} is closed`);
@@ -430,6 +496,7 @@ export class ReplicationLog {
         }
         segment.size = at;
         this.#head = batch.at(-1)!.state;
+        for (const p of batch) this.#cache(p.state.seq, p.buf);
         for (const p of batch) p.resolve(p.record);
       } catch (err) {
         // A failed write or fsync leaves the file in an unknown state

@@ -35,8 +35,8 @@
  * and closed with fs freely.
  */
 import Database from 'better-sqlite3';
-import { watch, type FSWatcher } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { readSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import {
   TimeoutError,
   WAL_FRAME_HEADER_BYTES,
@@ -51,6 +51,19 @@ import {
 } from '@walwire/protocol';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Reads up to this size are synchronous. Keeping up with a writer, each read
+ * is a few frames the writer just put in the page cache: a synchronous read
+ * costs microseconds, an asynchronous one a thread-pool round trip (three
+ * per read: stat, header, frames) that is most of the commit-to-log latency
+ * on a busy machine. Larger reads stay asynchronous so the event loop
+ * never waits on them.
+ */
+const SYNC_READ_BYTES = 1024 * 1024;
+
+/** Size of the first read of a `readNew` (see there). */
+const FIRST_READ_BYTES = 64 * 1024;
 
 export interface WalTailerOptions {
   readonly dbPath: string;
@@ -301,7 +314,7 @@ export class WalTailer {
     if (this.#closed) return { commits: [], state: this.#state, newIncarnation: false, walBytes: 0 };
     let st;
     try {
-      st = await stat(this.#walPath);
+      st = statSync(this.#walPath);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new DiscontinuityError('the WAL file vanished while the daemon was running');
       throw err;
@@ -317,10 +330,10 @@ export class WalTailer {
       return { commits: [], state: this.#state, newIncarnation: false, walBytes: size };
     }
     const head = Buffer.allocUnsafe(WAL_HEADER_BYTES);
-    const got = await file.read(head, 0, WAL_HEADER_BYTES, 0);
-    if (got.bytesRead < WAL_HEADER_BYTES) {
+    const headBytes = readSync(file.fd, head, 0, WAL_HEADER_BYTES, 0);
+    if (headBytes < WAL_HEADER_BYTES) {
       // Truncated between the stat and the read.
-      return { commits: [], state: this.#state, newIncarnation: false, walBytes: got.bytesRead };
+      return { commits: [], state: this.#state, newIncarnation: false, walBytes: headBytes };
     }
     let newIncarnation = false;
     let state = this.#state;
@@ -342,12 +355,18 @@ export class WalTailer {
     }
     const frameBytes = WAL_FRAME_HEADER_BYTES + state.header.pageSize;
     const commits: WalCommit[] = [];
-    let chunk = Math.max(frameBytes, Math.floor(this.#options.walReadBytes / frameBytes) * frameBytes);
+    // The file does not shrink when SQLite restarts the WAL: past the new
+    // frames lie the old incarnation's (they fail the salt check). Reading
+    // to the end of the file every time would read and drop megabytes per
+    // commit, so the first read is small and each one that was all frames
+    // doubles the next, up to walReadBytes.
+    const maxChunk = Math.max(frameBytes, Math.floor(this.#options.walReadBytes / frameBytes) * frameBytes);
+    let chunk = Math.min(maxChunk, Math.max(frameBytes, Math.floor(FIRST_READ_BYTES / frameBytes) * frameBytes));
     while (state.offset + frameBytes <= size) {
       const available = Math.floor((size - state.offset) / frameBytes) * frameBytes;
       const want = Math.min(chunk, available);
       const buf = Buffer.allocUnsafe(want);
-      const { bytesRead } = await file.read(buf, 0, want, state.offset);
+      const bytesRead = want <= SYNC_READ_BYTES ? readSync(file.fd, buf, 0, want, state.offset) : (await file.read(buf, 0, want, state.offset)).bytesRead;
       const scan = scanWalFrames(buf.subarray(0, bytesRead), state.offset, state);
       for (const c of scan.commits) commits.push(c);
       state = scan.state;
@@ -360,6 +379,8 @@ export class WalTailer {
         // An open transaction longer than the chunk: read more at once.
         if (bytesRead < want || want === available) break;
         chunk *= 2;
+      } else {
+        chunk = Math.min(chunk * 2, maxChunk);
       }
     }
     if (commits.length > 0 || newIncarnation) this.#stall = undefined;
