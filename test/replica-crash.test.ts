@@ -31,6 +31,7 @@ useHarness();
 
 const FAILPOINTS = [
   'replica.apply.after-pending-cursor',
+  'replica.apply.after-journal-temp',
   'replica.apply.after-journal',
   'replica.apply.mid-pages',
   'replica.apply.before-journal-delete',
@@ -74,7 +75,7 @@ async function expectPageExact(source: CapturedSource, dbPath: string, seq: numb
 }
 
 describe('replica crash safety (kill -9)', () => {
-  it('survives 56 kills by failpoint and at random, readers never see a torn state, every restart is page-exact', async () => {
+  it('survives 56 kills by failpoint (7 points) and at random, readers never see a torn state, every restart is page-exact', async () => {
     const seed = Number(process.env['WALWIRE_TEST_SEED'] ?? Date.now() % 100000);
     const rand = rng(seed);
     const source = await captureSource({ bank: { accounts: 400, txns: 1200, seed, padBytes: 100 } });
@@ -114,6 +115,7 @@ describe('replica crash safety (kill -9)', () => {
       expect(rec.seq, `${label}: the applied seq never goes backwards`).toBeGreaterThanOrEqual(prevSeq);
       if (rec.seq > 0) expect(rec.checksum, label).toBe(source.txns[rec.seq - 1]!.checksum);
       expect(existsSync(`${dbPath}-journal`), `${label}: hot journal rolled back at start`).toBe(false);
+      expect(existsSync(`${dbPath}-journal.walwire-tmp`), `${label}: a journal written before the lock is removed at start`).toBe(false);
       await expectPageExact(source, dbPath, rec.seq, label);
       prevSeq = rec.seq;
       if (reader === undefined) {

@@ -79,6 +79,7 @@ export interface ScheduleOptions {
 
 const REPLICA_APPLY_POINTS = [
   'replica.apply.after-pending-cursor',
+  'replica.apply.after-journal-temp',
   'replica.apply.after-journal',
   'replica.apply.mid-pages',
   'replica.apply.before-journal-delete',

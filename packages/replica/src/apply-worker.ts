@@ -31,6 +31,8 @@ import {
   linkSync,
   openSync,
   readSync,
+  renameSync,
+  rmSync,
   unlinkSync,
   writeSync,
   writevSync,
@@ -306,6 +308,8 @@ export class ApplyWorker {
    * leaves the inputs unchanged, so the next start decides the same way.
    */
   recover(): RecoverResult {
+    // A journal never renamed into place (apply step 3): the database was not touched.
+    rmSync(journalTempPath(this.#data.journalPath), { force: true });
     let cursor = readCursorSync(this.#data.cursorPath);
     // Some other process created the file since the main thread looked.
     if (this.#dbFd === null && existsSync(this.#data.dbPath)) this.#open();
@@ -446,13 +450,17 @@ export class ApplyWorker {
    *
    * On-disk steps, and the state a crash (kill -9) between them leaves. Sc is
    * the applied seq before the batch, Sp its last seq:
-   *   1. BEGIN EXCLUSIVE (retried in slices; no file change yet).
+   *   1. plan and journal built without SQLite's lock (readers go on; this
+   *      worker is the only writer, so nothing it read can change).
    *   2. cursor record 1 (pending Sp, Cp): temp, fsync, rename.
    *        crash → db at Sc, cursor Sc + pending: recover() keeps Sc.
-   *   3. journal written, fdatasync'd, closed.
-   *        crash during or after → a partial or whole hot journal of original
-   *        pages over an untouched database: rollback restores the same bytes.
-   *   4. fsync the directory (makes 2 and 3's directory entries durable).
+   *   3. journal written to `-journal.walwire-tmp`, fdatasync'd, closed.
+   *        crash → recover() deletes the temp; db untouched, at Sc.
+   *   4. BEGIN EXCLUSIVE (retried in slices), the journal renamed to
+   *      `-journal`, fsync the directory (2's and 4's names durable).
+   *        crash → a whole hot journal of original pages (or, after a power
+   *        loss before the fsync, still the temp) over an untouched
+   *        database: rollback restores the same bytes.
    *   5. pages written (page 1 patched), file truncated or extended, fdatasync.
    *        crash → torn database, hot journal: every opener must roll back
    *        first (readers get SQLITE_READONLY_ROLLBACK or BUSY, never torn
@@ -484,8 +492,11 @@ export class ApplyWorker {
     this.#validate(txns, batch.pageSize || this.#pageSize || 4096);
     // A fresh namespace's first apply creates the (empty) database file.
     this.#open();
-    // Before the lock: nothing on disk changes until step 2.
-    const lockWaitMs = this.#beginExclusive();
+    // Steps 1-3 run without SQLite's lock: this worker is the database's
+    // only writer, so its pages and size cannot change before step 5, and
+    // readers keep reading meanwhile. Only 4-7 lock them out.
+    let lockWaitMs = 0;
+    let journalTemp = false;
     let journalWritten = false;
     let pagesTouched = false;
     let oldSize = 0;
@@ -518,7 +529,6 @@ export class ApplyWorker {
       if (plan.txns.length === 0) {
         this.#checksumStale = false;
         this.#broken = 'the namespace diverged';
-        this.#db.exec('ROLLBACK');
         const diverged = plan.diverged!;
         this.#cursor = { ...cursor, diverged };
         writeCursorSync(this.#data.cursorPath, this.#cursor);
@@ -533,7 +543,6 @@ export class ApplyWorker {
         // cursor at Sc over an identical database, and the stream re-sends
         // the events from the durable seq.
         this.#checksumStale = false;
-        this.#db.exec('ROLLBACK');
         this.#cursor = {
           version: cursor.version,
           generation,
@@ -574,16 +583,24 @@ export class ApplyWorker {
         { syncDir: false },
       );
       failpoint('replica.apply.after-pending-cursor');
-      // 3. Hot journal.
-      const jfd = openSync(this.#data.journalPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
-      journalWritten = true;
+      // 3. The journal, under a name SQLite never looks at: as
+      //    `-journal` without our lock, a reader would take it for hot.
+      const tempPath = journalTempPath(this.#data.journalPath);
+      const jfd = openSync(tempPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
+      journalTemp = true;
       try {
         writeFully(jfd, journal);
         fdatasyncSync(jfd);
       } finally {
         closeSync(jfd); // the journal carries no locks: closing it is safe
       }
-      // 4.
+      failpoint('replica.apply.after-journal-temp');
+      // 4. EXCLUSIVE lock, the journal renamed into place (it is hot from
+      //    here), directory fsync (the journal's name and record 1's).
+      lockWaitMs = this.#beginExclusive();
+      renameSync(tempPath, this.#data.journalPath);
+      journalTemp = false;
+      journalWritten = true;
       fsyncDirSync(this.#data.dir);
       failpoint('replica.apply.after-journal');
 
@@ -649,6 +666,7 @@ export class ApplyWorker {
       }
       // Undo what was written (nothing, if the failure came after the commit
       // point) and release the lock.
+      if (journalTemp) rmSync(journalTempPath(this.#data.journalPath), { force: true });
       this.#abort(journalWritten, pagesTouched, oldSize, originals, batch.pageSize || this.#pageSize);
       if (err instanceof ApplyFailedError) throw err;
       if (err instanceof WalwireError && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
@@ -1123,6 +1141,11 @@ export class ApplyWorker {
       }
     }
   }
+}
+
+/** Where apply writes a batch's journal before it holds the lock (step 3). */
+function journalTempPath(journalPath: string): string {
+  return `${journalPath}.walwire-tmp`;
 }
 
 function unpack(batch: PackedBatch): Txn[] {
