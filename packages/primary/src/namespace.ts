@@ -474,7 +474,7 @@ export class PrimaryNamespace {
       do {
         this.#dirty = false;
         if (this.#state !== 'running') return;
-        const read = await this.#tailer.readNew();
+        const read = await this.#tailer.readNew(this.#options.walReadBytes);
         await this.#ingest(read);
         if (this.#sealedPin && read.commits.length > 0) {
           // The pin taken under the seal may sit in read-mark slot 0. Once
@@ -485,7 +485,10 @@ export class PrimaryNamespace {
           this.#sealedPin = false;
           await this.#ingest(await this.#tailer.repin());
         }
-        if (read.commits.length >= BUSY_COMMITS) {
+        if (read.more === true) {
+          // A writer far ahead: the next slice at once.
+          this.#dirty = true;
+        } else if (read.commits.length >= BUSY_COMMITS) {
           // Under load, read again after a short delay (the one-shot watch
           // stays disarmed meanwhile), so that reads, log writes and
           // fdatasyncs come in bigger groups and leave CPU to the writers.

@@ -41,8 +41,11 @@ export interface PrimaryLimits {
    */
   readonly maxSeqBytes: number;
   /**
-   * Largest number of bytes the tailer reads from the WAL in one read call.
-   * @default 16777216 (16 MiB)
+   * Bytes of WAL the tailer reads in one pass before it logs them (a single
+   * commit larger than this is still read whole). A writer far ahead is
+   * captured in slices of this size, which bounds the memory of a pass: its
+   * frames, then the log records made of them.
+   * @default 4194304 (4 MiB)
    */
   readonly walReadBytes: number;
   /**
@@ -164,7 +167,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   pollIntervalMs: 50,
   busyReadDelayMs: 2,
   maxSeqBytes: 8 * 1024 * 1024,
-  walReadBytes: 16 * 1024 * 1024,
+  walReadBytes: 4 * 1024 * 1024,
   checkpointPages: 1000,
   sealIntervalMs: 100,
   walTruncateBytes: 64 * 1024 * 1024,

@@ -124,7 +124,7 @@ export class ReplicationLog {
    * every read from it is verified (CRC) like a read from the segment.
    */
   readonly #tailCacheBytes: number;
-  #tail: { readonly seq: number; readonly buf: Buffer }[] = [];
+  #tail: ({ readonly seq: number; readonly buf: Buffer } | undefined)[] = [];
   #tailGeneration: string | undefined;
   #tailStart = 0;
   #tailBytes = 0;
@@ -413,9 +413,13 @@ export class ReplicationLog {
     this.#tailBytes += buf.length;
     while (this.#tailBytes > this.#tailCacheBytes && this.#tailStart < this.#tail.length) {
       this.#tailBytes -= this.#tail[this.#tailStart]!.buf.length;
+      // Dropped at once: a slot left referencing its record would keep it
+      // alive until the next compaction (found by a heap snapshot: large
+      // records never reached a compaction threshold and piled up).
+      this.#tail[this.#tailStart] = undefined;
       this.#tailStart++;
     }
-    if (this.#tailStart > 1024 && this.#tailStart * 2 > this.#tail.length) {
+    if (this.#tailStart * 2 > this.#tail.length) {
       this.#tail = this.#tail.slice(this.#tailStart);
       this.#tailStart = 0;
     }

@@ -81,6 +81,8 @@ export interface TailRead {
   readonly newIncarnation: boolean;
   /** Current WAL file size in bytes. */
   readonly walBytes: number;
+  /** The read stopped at its byte limit with more frames in the file: read again. */
+  readonly more?: boolean;
 }
 
 /** Everything in the WAL at a sealed moment (see `establish`). */
@@ -309,8 +311,14 @@ export class WalTailer {
    * when the WAL file was replaced or deleted, or shrank within the same
    * incarnation; WalFormatError for a corrupt header or a frame that stays
    * corrupt for walStallTimeoutMs.
+   *
+   * With `limitBytes`, stops after the first commit that brings the bytes
+   * read to at least that (`more` tells the caller to read again): a writer
+   * far ahead is then logged in slices, and the memory a pass holds (its
+   * frames, then their records) stays bounded. The pinning rules need a read
+   * to the committed end, so `repin` and the sealed read pass no limit.
    */
-  async readNew(): Promise<TailRead> {
+  async readNew(limitBytes = Number.POSITIVE_INFINITY): Promise<TailRead> {
     if (this.#closed) return { commits: [], state: this.#state, newIncarnation: false, walBytes: 0 };
     let st;
     try {
@@ -362,11 +370,18 @@ export class WalTailer {
     // doubles the next, up to walReadBytes.
     const maxChunk = Math.max(frameBytes, Math.floor(this.#options.walReadBytes / frameBytes) * frameBytes);
     let chunk = Math.min(maxChunk, Math.max(frameBytes, Math.floor(FIRST_READ_BYTES / frameBytes) * frameBytes));
+    let readBytes = 0;
+    let more = false;
     while (state.offset + frameBytes <= size) {
+      if (readBytes >= limitBytes && commits.length > 0) {
+        more = true;
+        break;
+      }
       const available = Math.floor((size - state.offset) / frameBytes) * frameBytes;
       const want = Math.min(chunk, available);
       const buf = Buffer.allocUnsafe(want);
       const bytesRead = want <= SYNC_READ_BYTES ? readSync(file.fd, buf, 0, want, state.offset) : (await file.read(buf, 0, want, state.offset)).bytesRead;
+      readBytes += bytesRead;
       const scan = scanWalFrames(buf.subarray(0, bytesRead), state.offset, state);
       for (const c of scan.commits) commits.push(c);
       state = scan.state;
@@ -385,7 +400,7 @@ export class WalTailer {
     }
     if (commits.length > 0 || newIncarnation) this.#stall = undefined;
     this.#state = state;
-    return { commits, state, newIncarnation, walBytes: size };
+    return { commits, state, newIncarnation, walBytes: size, more };
   }
 
   /**
