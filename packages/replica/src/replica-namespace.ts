@@ -507,12 +507,15 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
     this.#lockWaitMs = 0;
     for (const wake of this.#room.splice(0)) wake();
     if (this.#queue.length > 0 && this.#state === 'ready') {
-      // A lock-free gap lets readers in between back-to-back batches (options.applyGapMs).
+      // Optionally a pause between back-to-back batches (options.applyGapMs);
+      // at 0, one turn of the event loop, so that what has arrived joins the batch.
       this.#applying = true;
-      setTimeout(() => {
+      const next = (): void => {
         this.#applying = false;
         this.#pump();
-      }, this.#options.applyGapMs);
+      };
+      if (this.#options.applyGapMs === 0) setImmediate(next);
+      else setTimeout(next, this.#options.applyGapMs);
     } else {
       const done = this.#idleResolve;
       this.#idleResolve = null;
