@@ -61,7 +61,7 @@ import {
   isBlobId,
   isSha256,
 } from '@walwire/protocol';
-import { BlobDirectory, type BlobInfo, type BlobTemp, failpointAsync, fsyncDir, silentLogger, type Logger } from '@walwire/runtime';
+import { BlobDirectory, type BlobInfo, failpointAsync, fsyncDir, silentLogger, type Logger } from '@walwire/runtime';
 
 /** Where blob events go: the namespace's replication log. */
 export interface BlobLog {
@@ -271,7 +271,7 @@ export class BlobStore {
           if (size > this.maxBlobBytes) throw new BlobTooLargeError(`blob exceeds maxBlobBytes ${this.maxBlobBytes} (${size} bytes received so far)`);
           if (declared !== undefined && size > declared) throw new BlobIncompleteError(`blob body is longer than its declared size ${declared}`);
           hash.update(chunk);
-          await writeAll(temp, chunk);
+          await temp.write(chunk, size - chunk.length);
         }
       } catch (err) {
         if (err instanceof WalwireError) throw err;
@@ -351,13 +351,5 @@ export class BlobStore {
 export function assertBlobId(id: unknown): asserts id is string {
   if (!isBlobId(id)) {
     throw new InvalidBlobIdError(`blob id must match [A-Za-z0-9_-][A-Za-z0-9._-]{0,127}, received ${describe(id)}`);
-  }
-}
-
-async function writeAll(temp: BlobTemp, chunk: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < chunk.length) {
-    const { bytesWritten } = await temp.handle.write(chunk, offset, chunk.length - offset);
-    offset += bytesWritten;
   }
 }

@@ -48,14 +48,6 @@ import type { DurabilityTracker } from './durability-tracker.js';
 /** Reports a job's progress or outcome to the primary (BLOB_ACK). */
 export type BlobAckFn = (outcome: BlobAckOutcome, bytes: number) => void;
 
-/**
- * A blob's temp file is fdatasync'd in the background every this many bytes
- * written, so its dirty pages are written back while it streams. Otherwise
- * the page cache fills with the blob and the small fsyncs of every apply
- * batch meanwhile wait behind its writeback (ext4 journal commits).
- */
-const BACKGROUND_SYNC_BYTES = 32 * 1024 * 1024;
-
 export interface BlobWriterStatus {
   /** Blobs announced and not yet saved, failed or skipped. */
   readonly inFlight: number;
@@ -101,9 +93,6 @@ interface Job {
   written: number;
   temp: BlobTemp | null;
   writes: Promise<void>;
-  /** Background fdatasyncs of the temp file (see BACKGROUND_SYNC_BYTES). */
-  syncs: Promise<void>;
-  syncedAt: number;
   ended: boolean;
   done: boolean;
   lastProgressAt: number;
@@ -237,8 +226,6 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
       written: 0,
       temp: null,
       writes: Promise.resolve(),
-      syncs: Promise.resolve(),
-      syncedAt: 0,
       ended: false,
       done: false,
       lastProgressAt: Date.now(),
@@ -271,19 +258,9 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
     job.writes = job.writes.then(async () => {
       if (job.done) return;
       job.temp ??= await this.files.createTemp(job.blobId);
-      let at = 0;
-      while (at < data.length) {
-        const { bytesWritten } = await job.temp.handle.write(data, at, data.length - at, offset + at);
-        at += bytesWritten;
-      }
+      await job.temp.write(data, offset);
       job.written = offset + data.length;
       job.lastProgressAt = Date.now();
-      if (job.written - job.syncedAt >= BACKGROUND_SYNC_BYTES) {
-        job.syncedAt = job.written;
-        const sync = job.temp.handle.datasync();
-        job.syncs = Promise.all([job.syncs, sync]).then(() => undefined);
-        job.syncs.catch(() => {}); // reported by end(), which awaits it
-      }
       if (!job.done) job.ack('progress', job.written);
     });
     job.writes.catch((err: unknown) => this.#fail(job, this.#wrap(err, job)));
@@ -297,7 +274,6 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
     void (async () => {
       try {
         await job.writes;
-        await job.syncs;
         if (job.done) return;
         if (job.received !== job.size) throw new BlobIncompleteError(`blob ${job.blobId} (ns ${this.ns}, seq ${job.seq}) ended after ${job.received} of ${job.size} bytes`);
         const digest = job.hash.digest('hex');
@@ -427,7 +403,6 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
 
   async #discard(job: Job): Promise<void> {
     await job.writes.catch(() => {});
-    await job.syncs.catch(() => {});
     const temp = job.temp;
     job.temp = null;
     if (temp !== null) await this.files.discard(temp).catch(() => {});
