@@ -22,7 +22,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { type BlobAckMessage, type Message, MessageType, type ProtocolLimits, blobChunkFrame, crc32, encodeMessage } from '@walwire/protocol';
-import type { Logger } from '@walwire/runtime';
+import { type Logger, failpointAsync } from '@walwire/runtime';
 import type { FrameSink } from './sender.js';
 
 /** What the blob sender needs from a namespace's blob store. */
@@ -248,6 +248,9 @@ export class BlobSender {
   async #readWithRetry(handle: FileHandle, job: BlobJob, offset: number, buf: Buffer): Promise<void> {
     const length = buf.length;
     await this.#retry(job, `read at ${offset}`, async () => {
+      // Inside the retried operation, so every attempt is a hit: armed with
+      // errno(EIO) it fails reads the way a flaky disk does (test/blob-faults.test.ts).
+      await failpointAsync('primary.blob.read');
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(buf, done, length - done, offset + done);

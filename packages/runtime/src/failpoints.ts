@@ -7,19 +7,26 @@
  *     WALWIRE_FAILPOINTS="replica.apply.mid-pages=kill@3,replica.blob.save=throw*1"
  *
  * or in-process with `armFailpoint`. An action is `kill`, `throw`,
- * `delay(MS)` or `off`, optionally followed by one modifier:
+ * `errno(CODE)`, `delay(MS)` or `off`, optionally followed by one modifier:
  *   `@N`  fire only on the Nth hit (1-based);
  *   `*N`  fire on the first N hits;
  *   `%P`  fire with probability P (0–1) on each hit.
  * `kill` is SIGKILL of the whole process (worker threads included), the
- * in-process equivalent of `kill -9` at that instruction.
+ * in-process equivalent of `kill -9` at that instruction. `throw` throws
+ * FailpointError (code `WALWIRE_ERR_FAILPOINT`), which no caller treats as
+ * transient. `errno(CODE)` throws what a failed fs call throws instead: an
+ * Error with `code` CODE (an errno name of this platform, e.g. `EIO`), the
+ * matching negative `errno` and `syscall` 'failpoint', so code that retries
+ * transient errnos (the primary's blob reads) can be driven through its
+ * retry path.
  *
  * Unarmed, `failpoint()` is one boolean check. Nothing fires unless a test
  * armed it, so production never sees FailpointError.
  */
+import { constants } from 'node:os';
 import { FailpointError, InvalidOptionError } from '@walwire/protocol';
 
-type Action = { kind: 'kill' } | { kind: 'throw' } | { kind: 'delay'; ms: number };
+type Action = { kind: 'kill' } | { kind: 'throw' } | { kind: 'errno'; code: string; errno: number } | { kind: 'delay'; ms: number };
 
 interface Armed {
   readonly action: Action;
@@ -34,19 +41,28 @@ let loadedEnv = false;
 let anyArmed = false;
 
 function parseSpec(name: string, text: string): Armed | undefined {
-  const m = /^(kill|throw|off|delay\((\d+)\))(?:(@|\*|%)([0-9.]+))?$/.exec(text.trim());
+  const m = /^(kill|throw|off|delay\((\d+)\)|errno\(([A-Z0-9]+)\))(?:(@|\*|%)([0-9.]+))?$/.exec(text.trim());
   if (m === null) {
-    throw new InvalidOptionError(`failpoint ${name}: action must be kill, throw, off or delay(MS) with an optional @N, *N or %P, received ${JSON.stringify(text)}`);
+    throw new InvalidOptionError(`failpoint ${name}: action must be kill, throw, errno(CODE), off or delay(MS) with an optional @N, *N or %P, received ${JSON.stringify(text)}`);
   }
   if (m[1] === 'off') return undefined;
-  const action: Action = m[1] === 'kill' ? { kind: 'kill' } : m[1] === 'throw' ? { kind: 'throw' } : { kind: 'delay', ms: Number(m[2]) };
-  const n = m[4] === undefined ? undefined : Number(m[4]);
+  let action: Action;
+  if (m[3] !== undefined) {
+    // Refused at arming, not at the first hit: a misspelt code would
+    // otherwise surface as a non-transient error and test the wrong path.
+    const errno = (constants.errno as Readonly<Record<string, number>>)[m[3]];
+    if (errno === undefined) throw new InvalidOptionError(`failpoint ${name}: ${JSON.stringify(m[3])} is not an errno name of this platform (e.g. EIO, EAGAIN), received ${JSON.stringify(text)}`);
+    action = { kind: 'errno', code: m[3], errno: -errno };
+  } else {
+    action = m[1] === 'kill' ? { kind: 'kill' } : m[1] === 'throw' ? { kind: 'throw' } : { kind: 'delay', ms: Number(m[2]) };
+  }
+  const n = m[5] === undefined ? undefined : Number(m[5]);
   return {
     action,
     hits: 0,
-    ...(m[3] === '@' ? { at: n } : {}),
-    ...(m[3] === '*' ? { first: n } : {}),
-    ...(m[3] === '%' ? { probability: n } : {}),
+    ...(m[4] === '@' ? { at: n } : {}),
+    ...(m[4] === '*' ? { first: n } : {}),
+    ...(m[4] === '%' ? { probability: n } : {}),
   };
 }
 
@@ -97,9 +113,14 @@ function fire(name: string, fp: Armed): void {
     for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
   }
   if (fp.action.kind === 'throw') throw new FailpointError(`failpoint ${name} fired (hit ${fp.hits})`);
+  if (fp.action.kind === 'errno') {
+    // Shaped like Node's own fs errors (message `CODE: …`, code, errno, syscall).
+    const { code, errno } = fp.action;
+    throw Object.assign(new Error(`${code}: failpoint ${name} fired (hit ${fp.hits})`), { code, errno, syscall: 'failpoint' });
+  }
 }
 
-/** A synchronous failpoint: `kill` and `throw` fire here; `delay` blocks the thread. */
+/** A synchronous failpoint: `kill`, `throw` and `errno` fire here; `delay` blocks the thread. */
 export function failpoint(name: string): void {
   const fp = shouldFire(name);
   if (fp === undefined) return;

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { armFailpoint, disarmAllFailpoints, failpoint, failpointAsync, removeStaleTemps, writeFileDurable } from '@walwire/runtime';
@@ -54,6 +54,32 @@ describe('failpoints', () => {
 
   it('refuses a malformed spec with WALWIRE_ERR_INVALID_OPTION naming the value', () => {
     expect(() => armFailpoint('x', 'explode')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_INVALID_OPTION', message: expect.stringContaining('"explode"') }));
+  });
+
+  it('errno(CODE) throws an fs-shaped error carrying that errno, with the usual modifiers, sync and async', async () => {
+    armFailpoint('test.errno', 'errno(EIO)*2');
+    let caught: unknown;
+    try {
+      failpoint('test.errno');
+    } catch (err) {
+      caught = err;
+    }
+    // What retry logic keys on: `code` (and errno/syscall, as fs errors carry them); not a FailpointError.
+    expect(caught).toBeInstanceOf(Error);
+    expect(caught).toMatchObject({ code: 'EIO', errno: -constants.errno.EIO, syscall: 'failpoint', message: 'EIO: failpoint test.errno fired (hit 1)' });
+    expect((caught as Error).name).toBe('Error');
+    await expect(failpointAsync('test.errno')).rejects.toMatchObject({ code: 'EIO', message: 'EIO: failpoint test.errno fired (hit 2)' });
+    await expect(failpointAsync('test.errno')).resolves.toBeUndefined();
+    armFailpoint('test.errno', 'errno(EAGAIN)@2');
+    expect(() => failpoint('test.errno')).not.toThrow();
+    expect(() => failpoint('test.errno')).toThrow(expect.objectContaining({ code: 'EAGAIN', errno: -constants.errno.EAGAIN }));
+    expect(() => failpoint('test.errno')).not.toThrow();
+  });
+
+  it('refuses errno() with a name that is not an errno of this platform', () => {
+    expect(() => armFailpoint('x', 'errno(EWHATEVER)')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_INVALID_OPTION', message: expect.stringContaining('"EWHATEVER" is not an errno name') }));
+    expect(() => armFailpoint('x', 'errno(eio)')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_INVALID_OPTION' }));
+    expect(() => armFailpoint('x', 'errno()')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_INVALID_OPTION' }));
   });
 });
 
