@@ -239,7 +239,8 @@ describe('ReplicationLog tail cache', () => {
     // The record read back from the cache shares its bytes with the cache entry.
     const first = (await log.readRange(1, 1))[0]!;
     if (first.kind !== 'txn') throw new Error('kind');
-    (first.txn.pages[0]!.data as Uint8Array)[0] ^= 0xff;
+    const cached = first.txn.pages[0]!.data as Uint8Array;
+    cached[0] = cached[0]! ^ 0xff;
     const err = await log.readRange(1, 1).catch((e: unknown) => e);
     expect(hasCode(err, 'WALWIRE_ERR_LOG_CORRUPT')).toBe(true);
     await log.close();
