@@ -191,8 +191,8 @@ describe('primary blob reads failing with a transient errno', () => {
     const closes = await waitForLogs(primary, isSessionClose, 2, 30_000);
     for (const c of closes) {
       expect(c.level).toBe(ERROR);
-      expect(c['code']).toBe('WALWIRE_ERR');
-      expect(c['err']).toMatch(/^blob stream of app failed: EIO: failpoint primary\.blob\.read fired/);
+      expect(c['code']).toBe('WALWIRE_ERR_BLOB_READ_FAILED');
+      expect(c['err']).toMatch(/^blob invoice\.pdf of app \(seq \d+\) could not be read for streaming: EIO: failpoint primary\.blob\.read fired/);
     }
     // Each failure came only after the retries: the first connection's retry lines precede its close.
     const primaryLogs = logs(primary);
@@ -201,9 +201,11 @@ describe('primary blob reads failing with a transient errno', () => {
     expect(retriedFirst.length).toBeGreaterThanOrEqual(2);
     for (const r of retriedFirst) expect([r.msg, r['code'], r['blobId']]).toEqual(['blob read at 0 failed; retrying', 'EIO', 'invoice.pdf']);
     // The replica was told why, and reconnected.
-    const reported = logs(replica).filter((l) => l.msg.startsWith('primary reported: blob stream of app failed'));
+    const reported = logs(replica).filter((l) => l.msg.startsWith('primary reported: blob invoice.pdf of app'));
     expect(reported.length).toBeGreaterThanOrEqual(1);
-    expect(reported[0]!['code']).toBe('WALWIRE_ERR');
+    expect(reported[0]!['code']).toBe('WALWIRE_ERR_BLOB_READ_FAILED');
+    // RFC 6455 §7.4.1 1011 (an unexpected condition on the server), not 1002: the replica did nothing wrong.
+    expect(logs(replica).some((l) => l.msg === 'disconnected' && l['code'] === 1011)).toBe(true);
     await waitForLogs(replica, (l) => l.msg === 'handshake complete', 3, 30_000);
     expect((await replicaStatus(replica, 'app')).connection.reconnects).toBeGreaterThanOrEqual(2);
 

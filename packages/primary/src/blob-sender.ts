@@ -21,7 +21,7 @@
  *   transient errno are retried briefly before the connection is failed.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { type BlobAckMessage, type Message, MessageType, type ProtocolLimits, blobChunkFrame, crc32, encodeMessage } from '@walwire/protocol';
+import { type BlobAckMessage, BlobReadFailedError, type Message, MessageType, type ProtocolLimits, blobChunkFrame, crc32, encodeMessage } from '@walwire/protocol';
 import { type Logger, failpointAsync } from '@walwire/runtime';
 import type { FrameSink } from './sender.js';
 
@@ -188,8 +188,10 @@ export class BlobSender {
         () => a.final,
         (err: unknown) => {
           if (this.#failure === null && !this.#stopped) {
-            this.#failure = err as Error;
-            this.onFatal(err as Error);
+            const o = this.#o;
+            const e = new BlobReadFailedError(`blob ${job.blobId} of ${o.ns} (seq ${job.seq}) could not be read for streaming: ${(err as Error).message}`, { cause: err });
+            this.#failure = e;
+            this.onFatal(e);
           }
         },
       ).finally(() => {

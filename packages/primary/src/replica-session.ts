@@ -21,6 +21,7 @@ import {
   type HelloMessage,
   type Message,
   MessageType,
+  BlobReadFailedError,
   ProtocolError,
   type ProtocolLimits,
   TimeoutError,
@@ -409,7 +410,7 @@ export class ReplicaSession {
       blobWindowBytes: o.blobWindowBytes,
       logger: this.#logger,
     });
-    blobs.onFatal = (err) => this.#abort(new WalwireError(`blob stream of ${s.ns.name} failed: ${err.message}`));
+    blobs.onFatal = (err) => this.#abort(err instanceof WalwireError ? err : new BlobReadFailedError(`blob stream of ${s.ns.name} failed: ${err.message}`, { cause: err }));
     s.blobs = blobs;
     return blobs;
   }

@@ -270,6 +270,12 @@ export class BlobSaveFailedError extends WalwireError {
   override readonly code = 'WALWIRE_ERR_BLOB_SAVE_FAILED' as const;
 }
 
+/** The primary could not read a blob's content from its store to stream it (after retrying transient errors); the replica re-streams it after reconnecting. */
+export class BlobReadFailedError extends WalwireError {
+  override readonly name = 'BlobReadFailedError' as const;
+  override readonly code = 'WALWIRE_ERR_BLOB_READ_FAILED' as const;
+}
+
 /** A Range request lies outside the blob (HTTP 416). */
 export class RangeNotSatisfiableError extends WalwireError {
   override readonly name = 'RangeNotSatisfiableError' as const;
@@ -319,6 +325,7 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       BlobExistsError,
       BlobIncompleteError,
       BlobSaveFailedError,
+      BlobReadFailedError,
       RangeNotSatisfiableError,
     ] as ErrorClass[]
   ).map((C) => [new C('').code, C]),

@@ -322,6 +322,8 @@ export const CloseCode = {
   PROTOCOL_ERROR: 1002,
   /** RFC 6455 §7.4.1: message too big. */
   MESSAGE_TOO_BIG: 1009,
+  /** RFC 6455 §7.4.1: the server met an unexpected condition (here: a blob it cannot read). */
+  INTERNAL_ERROR: 1011,
   UNSUPPORTED_VERSION: 4001,
   UNKNOWN_NAMESPACE: 4002,
   HANDSHAKE_TIMEOUT: 4003,
@@ -347,6 +349,8 @@ export function closeCodeFor(code: string): number {
       return CloseCode.CHECKSUM_MISMATCH;
     case 'WALWIRE_ERR_TIMEOUT':
       return CloseCode.HANDSHAKE_TIMEOUT;
+    case 'WALWIRE_ERR_BLOB_READ_FAILED':
+      return CloseCode.INTERNAL_ERROR;
     default:
       return CloseCode.PROTOCOL_ERROR;
   }
