@@ -666,7 +666,13 @@ export class ApplyWorker {
       }
       // Undo what was written (nothing, if the failure came after the commit
       // point) and release the lock.
-      if (journalTemp) rmSync(journalTempPath(this.#data.journalPath), { force: true });
+      if (journalTemp) {
+        try {
+          rmSync(journalTempPath(this.#data.journalPath), { force: true });
+        } catch {
+          // Harmless under its temp name; recover() removes it. #abort must still release the lock.
+        }
+      }
       this.#abort(journalWritten, pagesTouched, oldSize, originals, batch.pageSize || this.#pageSize);
       if (err instanceof ApplyFailedError) throw err;
       if (err instanceof WalwireError && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;

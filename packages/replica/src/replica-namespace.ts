@@ -512,7 +512,16 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       this.#applying = true;
       const next = (): void => {
         this.#applying = false;
-        this.#pump();
+        if (this.#queue.length > 0 && this.#state === 'ready') {
+          this.#pump();
+          return;
+        }
+        // close() or installSnapshot() emptied the queue during the pause
+        // and waits for idle: nothing else would resolve it.
+        const done = this.#idleResolve;
+        this.#idleResolve = null;
+        done?.();
+        this.#settleWhenIdle();
       };
       if (this.#options.applyGapMs === 0) setImmediate(next);
       else setTimeout(next, this.#options.applyGapMs);

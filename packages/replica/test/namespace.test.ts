@@ -34,7 +34,7 @@ afterEach(async () => {
 
 async function openNs(
   dataDir = makeTempDir('walwire-ns-'),
-  options: { maxQueuedBytes?: number; lockWaitWarnMs?: number; lockAttemptMs?: number } = {},
+  options: { maxQueuedBytes?: number; lockWaitWarnMs?: number; lockAttemptMs?: number; maxBatchTxns?: number; applyGapMs?: number } = {},
 ): Promise<ReplicaNamespace> {
   const replica = await Replica.open({ dataDir, ...options });
   open.push(replica);
@@ -207,6 +207,18 @@ describe('failures and recovery', () => {
     expect(ns.position.appliedSeq).toBe(9);
     for (let i = 0; i < 100 && ns.position.durableSeq < 9; i++) await new Promise((r) => setTimeout(r, 10));
     expect(ns.position.durableSeq).toBe(9);
+  });
+
+  it.each([0, 2])('close() between two batches resolves (regression: it waited forever for idle when it landed in the pause, applyGapMs %i)', async (applyGapMs) => {
+    const ns = await openNs(undefined, { maxBatchTxns: 1, applyGapMs });
+    const all = source.txns.slice(0, 10).map((t) => ns.apply(GEN, [t]).catch(() => undefined));
+    const closed = new Promise<string>((resolve) => {
+      // Right after the first batch: the next one is only scheduled.
+      ns.once('applied', () => process.nextTick(() => void ns.close().then(() => resolve('closed'))));
+    });
+    const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('hung'), 5000).unref());
+    expect(await Promise.race([closed, timeout])).toBe('closed');
+    await Promise.all(all);
   });
 
   it('back-pressures apply calls beyond maxQueuedBytes and still applies all of them in order', async () => {

@@ -71,6 +71,7 @@ export class BlobTemp {
   #written = 0;
   #syncedAt = 0;
   #syncs: Promise<void> = Promise.resolve();
+  #syncing = false;
 
   constructor(path: string, handle: fsp.FileHandle) {
     this.path = path;
@@ -85,9 +86,12 @@ export class BlobTemp {
       at += bytesWritten;
     }
     this.#written += data.length;
-    if (this.#written - this.#syncedAt >= BLOB_BACKGROUND_SYNC_BYTES) {
+    // One sync at a time: syncs piling up on the thread pool would delay
+    // everyone else's I/O (the log's own fdatasync among them).
+    if (this.#written - this.#syncedAt >= BLOB_BACKGROUND_SYNC_BYTES && !this.#syncing) {
       this.#syncedAt = this.#written;
-      const sync = this.handle.datasync();
+      this.#syncing = true;
+      const sync = this.handle.datasync().finally(() => (this.#syncing = false));
       this.#syncs = Promise.all([this.#syncs, sync]).then(() => undefined);
       this.#syncs.catch(() => {}); // reported by settled(), awaited before commit
     }
@@ -168,8 +172,14 @@ export class BlobDirectory {
    * must already be verified by the caller.
    */
   async commit(temp: BlobTemp, id: string, sha256: string, size: number): Promise<BlobInfo> {
-    await temp.settled();
-    await temp.handle.sync();
+    try {
+      await temp.settled();
+      await temp.handle.sync();
+    } catch (err) {
+      // Nothing was renamed: the temp goes, and the caller sees the error.
+      await this.discard(temp);
+      throw err;
+    }
     await temp.handle.close();
     const path = join(this.dir, blobFileName(id, sha256));
     await fsp.rename(temp.path, path);
