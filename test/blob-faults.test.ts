@@ -18,16 +18,18 @@
  * seq against the primary's head, page-equal databases, and the daemons' log
  * lines and error codes. None depends on how long a step took.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   type DaemonProcess,
   TEST_TOKEN,
   assertConverged,
+  blobFiles,
   freePort,
   makeTempDir,
+  putBlob,
   replicationUrl,
   runWriter,
   startPrimaryProcess,
@@ -39,7 +41,6 @@ import {
 
 useHarness();
 
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One JSON log line of a daemon (pino: numeric level, `msg`, then the fields). */
@@ -80,16 +81,6 @@ async function waitForLogs(d: DaemonProcess, test: (l: LogLine) => boolean, coun
   }
 }
 
-async function put(primary: DaemonProcess, ns: string, id: string, body: Uint8Array): Promise<{ seq: number; sha256: string }> {
-  const res = await fetch(`http://127.0.0.1:${primary.port}/v1/namespaces/${ns}/blobs/${id}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/octet-stream' },
-    body,
-  });
-  const json = (await res.json()) as { seq: number; sha256: string };
-  if (res.status !== 201 && res.status !== 200) throw new Error(`PUT ${id}: HTTP ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
 
 interface ReplicaNsStatus {
   readonly appliedSeq: number;
@@ -111,23 +102,6 @@ async function replicaStatus(replica: DaemonProcess, ns: string): Promise<{ ns: 
   return { ns: n, connection: st.body['connection'] as ReplicaConnectionStatus };
 }
 
-/**
- * The blob directory as id → content. Every entry must be a committed blob
- * (`<id>~<sha256>` whose content hashes to its name): a temp file left
- * behind, or a partial file under a final name, fails here.
- */
-function blobFiles(dir: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  if (!existsSync(dir)) return out;
-  for (const name of readdirSync(dir)) {
-    const m = /^(.+)~([0-9a-f]{64})$/.exec(name);
-    expect(m, `${name} in ${dir} is not a committed blob (temp file left?)`).not.toBeNull();
-    const data = readFileSync(join(dir, name));
-    expect(sha(data), `content of ${name}`).toBe(m![2]);
-    out.set(m![1]!, data);
-  }
-  return out;
-}
 
 /** A primary database with some rows, written by another process before the daemon starts. */
 async function setup() {
@@ -149,7 +123,7 @@ describe('primary blob reads failing with a transient errno', () => {
     await waitForCatchUp(primary, replica, 'app', db);
     // Four BLOB_CHUNKs of the default 256 KiB.
     const body = randomBytes(900_000);
-    const { seq } = await put(primary, 'app', 'report.bin', body);
+    const { seq } = await putBlob(primary, 'app', 'report.bin', body);
     const head = await waitForDurable(primary, replica, 'app', 30_000);
     expect(head).toBeGreaterThanOrEqual(seq);
 
@@ -183,7 +157,7 @@ describe('primary blob reads failing with a transient errno', () => {
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(port), namespaces: ['app'] });
     await waitForCatchUp(primary, replica, 'app', db);
     const body = randomBytes(700_000);
-    const { seq: blobSeq } = await put(primary, 'app', 'invoice.pdf', body);
+    const { seq: blobSeq } = await putBlob(primary, 'app', 'invoice.pdf', body);
     // Transactions after the blob keep applying while its content cannot be read.
     await runWriter({ db }, { mode: 'load', txns: 10, rowsPerTxn: 2, payloadBytes: 100, ratePerSec: 0 });
 
@@ -241,7 +215,7 @@ describe('a bootstrap blob copy that fails on the replica', () => {
     for (let i = 0; i < 10; i++) {
       const body = randomBytes(300_000 + i * 20_000);
       blobs.set(`pre-${i}`, body);
-      await put(primary, 'app', `pre-${i}`, body);
+      await putBlob(primary, 'app', `pre-${i}`, body);
     }
     // A new generation, whose log holds no blob event: the bootstrap copies are
     // then the only way the blobs reach the replica, so an install without one

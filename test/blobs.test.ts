@@ -14,7 +14,9 @@ import {
   type DaemonProcess,
   TEST_TOKEN,
   assertConverged,
+  blobFiles,
   makeTempDir,
+  putBlob,
   replicationUrl,
   runWriter,
   spawnWriter,
@@ -29,16 +31,6 @@ useHarness();
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-async function put(primary: DaemonProcess, ns: string, id: string, body: Uint8Array): Promise<{ seq: number; sha256: string }> {
-  const res = await fetch(`http://127.0.0.1:${primary.port}/v1/namespaces/${ns}/blobs/${id}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/octet-stream' },
-    body,
-  });
-  const json = (await res.json()) as { seq: number; sha256: string; code?: string; message?: string };
-  if (res.status !== 201 && res.status !== 200) throw new Error(`PUT ${id}: HTTP ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
 
 async function del(primary: DaemonProcess, ns: string, id: string): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${primary.port}/v1/namespaces/${ns}/blobs/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${TEST_TOKEN}` } });
@@ -59,19 +51,6 @@ async function waitDurable(primary: DaemonProcess, replica: DaemonProcess, ns: s
   }
 }
 
-/** Blob files in a blob directory, as id → sha256 from the name; asserts no temp file and that each file hashes to its name. */
-function blobFiles(dir: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  if (!existsSync(dir)) return out;
-  for (const name of readdirSync(dir)) {
-    expect(name.endsWith('.tmp'), `temp file ${name} left in ${dir}`).toBe(false);
-    const at = name.lastIndexOf('~');
-    const data = readFileSync(join(dir, name));
-    expect(sha(data), `content of ${name}`).toBe(name.slice(at + 1));
-    out.set(name.slice(0, at), data);
-  }
-  return out;
-}
 
 async function replicaStatus(replica: DaemonProcess, ns: string): Promise<Record<string, unknown>> {
   const st = await replica.get('/v1/status');
@@ -103,7 +82,7 @@ describe('seed scenario', () => {
     for (let i = 0; i < 84; i++) {
       const body = randomBytes(45_000 + Math.floor(Math.random() * 10_000));
       const id = i % 2 === 0 ? sha(body) : `upload-${i}.bin`;
-      await put(primary, 'app', id, body);
+      await putBlob(primary, 'app', id, body);
       blobs.set(id, body);
     }
     await writer.succeeded();
@@ -139,7 +118,7 @@ describe('faults', () => {
       proxy.throttle(8 * 1024 * 1024);
       const big = randomBytes(24 * 1024 * 1024);
       const id = sha(big);
-      await put(primary, 'app', id, big);
+      await putBlob(primary, 'app', id, big);
       // Kill once some content has arrived, not all.
       const deadline = Date.now() + 30_000;
       for (;;) {
@@ -169,17 +148,17 @@ describe('faults', () => {
     const url = replicationUrl(primary.port);
     let replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url, namespaces: ['app'] });
     const kept = randomBytes(30_000);
-    await put(primary, 'app', 'kept', kept);
+    await putBlob(primary, 'app', 'kept', kept);
     await waitDurable(primary, replica, 'app');
     await replica.child.terminate();
     // While the replica is away: put A, delete A, re-put the id with other content, put B.
-    await put(primary, 'app', 'a', randomBytes(40_000));
+    await putBlob(primary, 'app', 'a', randomBytes(40_000));
     await runWriter({ db }, { mode: 'load', txns: 10, rowsPerTxn: 2, payloadBytes: 100, ratePerSec: 0 });
     await del(primary, 'app', 'a');
     const a2 = randomBytes(20_000);
-    await put(primary, 'app', 'a', a2);
+    await putBlob(primary, 'app', 'a', a2);
     const b = randomBytes(50_000);
-    await put(primary, 'app', 'b', b);
+    await putBlob(primary, 'app', 'b', b);
     await del(primary, 'app', 'kept');
     replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url, namespaces: ['app'] });
     await waitCatchUpAndDurable(primary, replica, db);
@@ -199,7 +178,7 @@ describe('faults', () => {
     for (let i = 0; i < 12; i++) {
       const body = randomBytes(300_000 + i * 50_000);
       blobs.set(`pre-${i}`, body);
-      await put(primary, 'app', `pre-${i}`, body);
+      await putBlob(primary, 'app', `pre-${i}`, body);
     }
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
     try {
@@ -222,8 +201,8 @@ describe('bootstrap prunes', () => {
     const url = replicationUrl(primary.port);
     let replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url, namespaces: ['app'] });
     const keep = randomBytes(20_000);
-    await put(primary, 'app', 'keep', keep);
-    await put(primary, 'app', 'doomed', randomBytes(20_000));
+    await putBlob(primary, 'app', 'keep', keep);
+    await putBlob(primary, 'app', 'doomed', randomBytes(20_000));
     await waitDurable(primary, replica, 'app');
     expect([...blobFiles(replicaBlobs).keys()].sort()).toEqual(['doomed', 'keep']);
     await replica.child.terminate();
@@ -251,7 +230,7 @@ describe('a slow replica, a large blob and many small transactions at once', () 
       proxy.throttle(40 * 1024 * 1024);
       const big = randomBytes(120 * 1024 * 1024);
       const id = sha(big);
-      const uploaded = put(primary, 'app', id, big);
+      const uploaded = putBlob(primary, 'app', id, big);
       const writer = spawnWriter({ db }, { mode: 'load', txns: 1500, rowsPerTxn: 2, payloadBytes: 200, ratePerSec: 150 });
       const lagsMs: number[] = [];
       let maxRssKb = 0;

@@ -20,3 +20,4 @@ export function useHarness(): void {
 export * from './wal-capture.js';
 export * from './primary-daemon.js';
 export * from './http-client.js';
+export * from './blobs.js';
