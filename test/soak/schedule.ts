@@ -150,7 +150,9 @@ export function makeSchedule(options: ScheduleOptions): PlannedFault[] {
         return { kind: k, replica: replica(), direction: random() < 0.8 ? 'down' : 'up', offset: int(0, 300_000), mask: int(1, 255) };
       case 'failpoint-primary': {
         const armedMs = int(2000, 6000);
-        const choice = int(0, 7);
+        const choice = int(0, 8);
+        // Blob reads failing with EIO: a few (retried inside the read budget), or most of them (the stream fails with WALWIRE_ERR_BLOB_READ_FAILED, the replica reconnects and the blob is re-announced).
+        if (choice === 8) return { kind: k, failpoints: random() < 0.5 ? `primary.blob.read=errno(EIO)*${int(1, 6)}` : 'primary.blob.read=errno(EIO)%0.9', armedMs };
         // A failed append (write or fsync error): the namespace reopens its log and recovers with a new generation.
         if (choice === 7) return { kind: k, failpoints: `primary.log.append=throw@${int(1, 40)}`, armedMs };
         if (choice === 0) return { kind: k, failpoints: `primary.log.append=kill@${int(1, 40)}`, armedMs };
