@@ -65,21 +65,37 @@ export const bootstrapBenchmarks: Benchmark = {
     makeDatabase(db, target);
     const size = (await stat(db)).size;
     const token = randomBytes(8).toString('hex');
-    const rounds = ctx.quick ? 1 : 3;
+    const rounds = ctx.quick ? 1 : 5;
     const copyMs: number[] = [];
     const bootMs: number[] = [];
     let primaryStartMs = 0;
     try {
-      for (let r = 0; r < rounds; r++) copyMs.push(await rawCopy(db, join(dir, `copy-${r}.db`)));
       const t0 = performance.now();
       const primary = await startPrimary({ dataDir: join(dir, 'p'), db, token });
       primaryStartMs = performance.now() - t0;
-      for (let r = 0; r < rounds; r++) {
+      // Each round copies the file and bootstraps a fresh replica, so both
+      // meet the same disk: this VM's disk moves between about 250 and 1,800
+      // MB/s from minute to minute. The order alternates between rounds, and
+      // nothing is deleted until the end (the disk is mounted with online
+      // discard, so a delete keeps it busy for a while).
+      const copy = async (r: number): Promise<void> => {
+        copyMs.push(await rawCopy(db, join(dir, `copy-${r}.db`)));
+      };
+      const bootstrap = async (r: number): Promise<void> => {
         const started = performance.now();
         const replica = await startReplica({ dataDir: join(dir, `r${r}`), primaryPort: primary.port, token });
         await waitCaughtUp(primary, replica, 600_000);
         bootMs.push(performance.now() - started);
         await replica.proc.stop();
+      };
+      for (let r = 0; r < rounds; r++) {
+        if (r % 2 === 0) {
+          await copy(r);
+          await bootstrap(r);
+        } else {
+          await bootstrap(r);
+          await copy(r);
+        }
       }
       await primary.proc.stop();
     } finally {
@@ -88,15 +104,17 @@ export const bootstrapBenchmarks: Benchmark = {
     const best = (xs: number[]): number => Math.min(...xs);
     const rawRate = size / MB / (best(copyMs) / 1000);
     const bootRate = size / MB / (best(bootMs) / 1000);
+    const ratios = bootMs.map((b, i) => copyMs[i]! / b).sort((a, b) => a - b);
+    const ratio = ratios[Math.floor(ratios.length / 2)]!;
     const figures: Figure[] = [
       {
         name: `bootstrap throughput, ${(size / 2 ** 20).toFixed(0)} MiB database (replica start → caught up)`,
         value: bootRate,
         unit: 'MB/s',
         baseline: { name: 'copy + fsync of the same file, same disk', value: rawRate, unit: 'MB/s' },
-        ratio: bootRate / rawRate,
+        ratio,
         goal: 'ratio ≥ 0.5',
-        met: bootRate / rawRate >= 0.5,
+        met: ratio >= 0.5,
       },
       {
         name: 'primary start with a new generation (reads the database, writes its snapshot image)',
@@ -109,7 +127,7 @@ export const bootstrapBenchmarks: Benchmark = {
       issue: 7,
       figures,
       notes: [
-        `Best of ${rounds} round(s). The bootstrap includes process start, the snapshot stream over loopback (4 MiB chunks; their CRCs were stored when the primary published the image, so it is read once), staging with a background fdatasync every 32 MiB, each chunk read back, checked against its CRC and hashed into the database checksum on the replica's apply worker while the next ones arrive, and the install: a fresh replica has no database file yet, so the staged image is linked in as the database (page 1 patched, one fdatasync, link, directory fsync) and written only once. The baseline copies the file in 4 MiB slices and fsyncs once. Both share the disk and the 2 cores with whatever else runs on the machine, so the figures move from run to run.`,
+        `Rates: best of ${rounds} round(s). Ratio: the median of the ${rounds} rounds' own ratios; each round copies the file and bootstraps a fresh replica, alternating which goes first, so both meet the same disk (rounds, copy / bootstrap MB/s: ${copyMs.map((c, i) => `${(size / MB / (c / 1000)).toFixed(0)} / ${(size / MB / (bootMs[i]! / 1000)).toFixed(0)}`).join(', ')}). The bootstrap includes process start, the snapshot stream over loopback (4 MiB chunks; their CRCs were stored when the primary published the image, so it is read once), staging with a background fdatasync every 32 MiB, each chunk read back, checked against its CRC and hashed into the database checksum on the replica's apply worker while the next ones arrive, and the install: a fresh replica has no database file yet, so the staged image is linked in as the database (page 1 patched, one fdatasync, link, directory fsync) and written only once. The baseline copies the file in 4 MiB slices and fsyncs once. Both share the disk and the 2 cores with whatever else runs on the machine, so the figures move from run to run.`,
       ],
     };
   },

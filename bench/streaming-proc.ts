@@ -42,7 +42,10 @@ export class Proc {
   constructor(name: string, args: readonly string[], options: { env?: Record<string, string>; keepLines?: number } = {}) {
     this.name = name;
     this.#keep = options.keepLines ?? 200;
-    this.child = spawn(process.execPath, args, { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // WALWIRE_BENCH_NODE_ARGS (space-separated) goes before the script, e.g.
+    // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a suite's daemons.
+    const nodeArgs = process.env['WALWIRE_BENCH_NODE_ARGS']?.split(' ').filter(Boolean) ?? [];
+    this.child = spawn(process.execPath, [...nodeArgs, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     live.add(this);
     this.exited = once(this.child, 'exit').then(([code, signal]) => {
       live.delete(this);
