@@ -114,6 +114,13 @@ export class ReplicationLog {
   #pending: Pending[] = [];
   #flushing: Promise<void> = Promise.resolve();
   #flushRunning = false;
+  /**
+   * Set while startGeneration runs. Appends made meanwhile wait for it and
+   * then take their seq in the new generation: reserved before it, they
+   * would carry the old generation's seq and state into the new one's
+   * segments (or into the segment being closed), and its tail cache.
+   */
+  #generationChange: Promise<void> | null = null;
   #failed: unknown;
   #closed = false;
   #recovery: LogRecovery = { unclean: false, verifiedSegments: 0, discardedBytes: 0, removedSegments: 0 };
@@ -197,6 +204,18 @@ export class ReplicationLog {
    */
   async startGeneration(start: GenerationStart): Promise<void> {
     this.#assertOpen();
+    while (this.#generationChange !== null) await this.#generationChange;
+    let done = (): void => {};
+    this.#generationChange = new Promise<void>((resolve) => (done = resolve));
+    try {
+      await this.#startGeneration(start);
+    } finally {
+      this.#generationChange = null;
+      done();
+    }
+  }
+
+  async #startGeneration(start: GenerationStart): Promise<void> {
     await this.#idle();
     const segno = (this.#segments.at(-1)?.segno ?? 0) + 1;
     const header: SegmentHeader = {
@@ -225,6 +244,7 @@ export class ReplicationLog {
 
   /** Appends one seq of transactions; resolves once durable. */
   appendTxn(txn: Omit<Txn, 'seq'>, commits: number, wal: WalPosition): Promise<TxnRecord> {
+    if (this.#generationChange !== null) return this.#generationChange.then(() => this.appendTxn(txn, commits, wal));
     const seq = this.#reserve();
     const full: Txn = { ...txn, seq };
     const state: RecordState = { seq, checksum: txn.checksum, commitSize: txn.commitSize, wal };
@@ -234,6 +254,7 @@ export class ReplicationLog {
 
   /** Appends a blob-put event as its own seq; the database state is unchanged. */
   appendBlobPut(event: { blobId: string; size: number; sha256: string }): Promise<BlobPutRecord> {
+    if (this.#generationChange !== null) return this.#generationChange.then(() => this.appendBlobPut(event));
     const seq = this.#reserve();
     const state = this.#stateForBlob(seq);
     const time = Date.now();
@@ -243,6 +264,7 @@ export class ReplicationLog {
 
   /** Appends a blob-delete event as its own seq. */
   appendBlobDelete(blobId: string): Promise<BlobDeleteRecord> {
+    if (this.#generationChange !== null) return this.#generationChange.then(() => this.appendBlobDelete(blobId));
     const seq = this.#reserve();
     const state = this.#stateForBlob(seq);
     const time = Date.now();

@@ -262,4 +262,33 @@ describe('ReplicationLog tail cache', () => {
     expect(fresh.map((r) => [r.seq, r.generation])).toEqual([[1, 'b'.repeat(32)], [2, 'b'.repeat(32)]]);
     await log.close();
   });
+  it('a blob event appended while a new generation starts lands in the new generation, whole (was: labelled with the old one, flushed into a closing segment)', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    for (let n = 1; n <= 5; n++) await appendTxn(log, n);
+    const g2 = 'b'.repeat(32);
+    // Not awaited: the HTTP handler of a blob PUT runs while a reset starts the generation.
+    const starting = startGen(log, g2);
+    const put = log.appendBlobPut({ blobId: 'late', size: 3, sha256: 'ef'.repeat(32) });
+    const del = log.appendBlobDelete('late');
+    await starting;
+    const [p, d] = await Promise.all([put, del]);
+    expect([p.generation, p.seq, d.generation, d.seq]).toEqual([g2, 1, g2, 2]);
+    expect(log.failed).toBe(false);
+    expect(log.generation).toBe(g2);
+    const read = await log.readRange(1);
+    expect(read.map((r) => [r.generation, r.seq, r.kind])).toEqual([
+      [g2, 1, 'blob-put'],
+      [g2, 2, 'blob-delete'],
+    ]);
+    await log.close();
+    // The segments on disk say the same after a reopen (not just the tail cache).
+    const reopened = await openLog(dir);
+    expect((await reopened.readRange(1)).map((r) => [r.generation, r.seq, r.kind])).toEqual([
+      [g2, 1, 'blob-put'],
+      [g2, 2, 'blob-delete'],
+    ]);
+    await reopened.close();
+  });
 });
