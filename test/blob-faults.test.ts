@@ -151,8 +151,9 @@ describe('primary blob reads failing with a transient errno', () => {
   it('reads failing past the retry budget fail the stream with an error; the replica reconnects, holds its durable seq, and gets the blob once the primary is healthy', async () => {
     const { dir, db, replicaDb, replicaBlobs } = await setup();
     const port = await freePort();
-    const primaryOptions = { dataDir: join(dir, 'p'), dbs: { app: db }, args: ['--port', String(port)] };
-    // Every read attempt fails: no retry budget (readRetryMs, 2 s, has no flag) can outlast it.
+    // A retry budget of 300 ms instead of the default 2 s (--blob-read-retry-ms, checked below).
+    const primaryOptions = { dataDir: join(dir, 'p'), dbs: { app: db }, args: ['--port', String(port), '--blob-read-retry-ms', '300'] };
+    // Every read attempt fails: no retry budget can outlast it.
     let primary = await startPrimaryProcess({ ...primaryOptions, env: { WALWIRE_FAILPOINTS: 'primary.blob.read=errno(EIO)' } });
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(port), namespaces: ['app'] });
     await waitForCatchUp(primary, replica, 'app', db);
@@ -174,6 +175,8 @@ describe('primary blob reads failing with a transient errno', () => {
     const retriedFirst = primaryLogs.slice(0, firstClose).filter(isReadRetry);
     expect(retriedFirst.length).toBeGreaterThanOrEqual(2);
     for (const r of retriedFirst) expect([r.msg, r['code'], r['blobId']]).toEqual(['blob read at 0 failed; retrying', 'EIO', 'invoice.pdf']);
+    // Within the flag's 300 ms: delays 20, 40, 80, 160 at most (the default 2 s budget goes on to 320 and 640).
+    expect(Math.max(...retriedFirst.map((r) => Number(r['delayMs'])))).toBeLessThanOrEqual(160);
     // The replica was told why, and reconnected.
     const reported = logs(replica).filter((l) => l.msg.startsWith('primary reported: blob invoice.pdf of app'));
     expect(reported.length).toBeGreaterThanOrEqual(1);

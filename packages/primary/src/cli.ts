@@ -42,6 +42,7 @@ async function main(): Promise<void> {
     blobChunkBytes: flags['blob-chunk-bytes'] as number,
     maxBlobsInFlight: flags['max-blobs-in-flight'] as number,
     blobWindowBytes: flags['blob-window-bytes'] as number,
+    blobReadRetryMs: flags['blob-read-retry-ms'] as number,
     maxBlobBytes: flags['max-blob-bytes'] as number,
     retention: {
       maxBytes: flags['retention-max-bytes'] as number,

@@ -100,6 +100,15 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
    * @default 4194304 (4 MiB)
    */
   readonly blobWindowBytes?: number;
+  /**
+   * How long an open or read of a blob being streamed that fails with a
+   * transient errno (EIO, EAGAIN, EMFILE, ENFILE, EINTR, EBUSY) is retried,
+   * with doubling delays, before the replica's connection is closed with
+   * WALWIRE_ERR_BLOB_READ_FAILED (it reconnects and the blob is streamed
+   * again).
+   * @default 2000
+   */
+  readonly blobReadRetryMs?: number;
   /** Wire limits; see ProtocolLimits. */
   readonly limits?: Partial<ProtocolLimits>;
   /**
@@ -176,6 +185,7 @@ export class PrimaryDaemon {
       blobChunkBytes: checkIntegerOption('blobChunkBytes', options.blobChunkBytes ?? 256 * 1024, 512, limits.maxChunkBytes),
       maxBlobsInFlight: checkIntegerOption('maxBlobsInFlight', options.maxBlobsInFlight ?? 4, 1, 1024),
       blobWindowBytes: checkIntegerOption('blobWindowBytes', options.blobWindowBytes ?? 4 * 1024 * 1024, 512, 2 ** 34),
+      blobReadRetryMs: checkIntegerOption('blobReadRetryMs', options.blobReadRetryMs ?? 2000, 0, 3_600_000),
       primaryId: options.primaryId ?? `primary-${randomBytes(6).toString('hex')}`,
     };
     const sentinel = await DaemonSentinel.acquire(options.dataDir, 'walwire-primary');

@@ -86,6 +86,8 @@ export interface SessionOptions {
   readonly maxBlobsInFlight: number;
   /** Unacknowledged blob content per replica and namespace (BLOB_ACK credit). */
   readonly blobWindowBytes: number;
+  /** Retry budget of a blob open or read failing with a transient errno. */
+  readonly blobReadRetryMs: number;
   readonly primaryId: string;
 }
 
@@ -408,6 +410,7 @@ export class ReplicaSession {
       chunkBytes: o.blobChunkBytes,
       maxBlobsInFlight: o.maxBlobsInFlight,
       blobWindowBytes: o.blobWindowBytes,
+      readRetryMs: o.blobReadRetryMs,
       logger: this.#logger,
     });
     blobs.onFatal = (err) => this.#abort(err instanceof WalwireError ? err : new BlobReadFailedError(`blob stream of ${s.ns.name} failed: ${err.message}`, { cause: err }));
