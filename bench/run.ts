@@ -34,7 +34,7 @@ function fmt(n: number | undefined): string {
 }
 
 function row(f: Figure): string {
-  const goal = f.goal === undefined ? '–' : `${f.goal} ${f.met ? '✅ met' : '❌ not met'}`;
+  const goal = f.goal === undefined ? 'none set (context)' : `${f.goal} ${f.met ? '✅ met' : '❌ not met'}`;
   const base = f.baseline === undefined ? '–' : `${f.baseline.name}: ${fmt(f.baseline.value)} ${f.baseline.unit}`;
   return `| ${f.name} | ${fmt(f.value)} ${f.unit} | ${f.p99 === undefined ? '–' : `${fmt(f.p99)} ${f.unit}`} | ${base} | ${f.ratio === undefined ? '–' : fmt(f.ratio)} | ${goal} |`;
 }
@@ -46,6 +46,45 @@ function section(s: BenchSection): string {
   if (s.notes?.length) lines.push('', ...s.notes.map((n) => `${n}\n`));
   if (s.extra) lines.push('', s.extra);
   return lines.join('\n');
+}
+
+const SUMMARY_HEADING = '## Goals at a glance';
+
+/**
+ * `doc` with its goal summary rebuilt from the figure tables below it (so an
+ * `--only` run that replaces a section updates the summary too): every row
+ * whose goal is marked met or not met, in document order.
+ */
+function withSummary(doc: string): string {
+  const parts = doc.split(/\n(?=## )/).filter((p) => !p.startsWith(SUMMARY_HEADING));
+  const rows: string[] = [];
+  let met = 0;
+  for (const part of parts) {
+    const issue = /^## .*\(issue #(\d+)\)/.exec(part)?.[1];
+    if (issue === undefined) continue;
+    for (const line of part.split('\n')) {
+      const cells = line.split(' | ');
+      if (cells.length !== 6 || !line.startsWith('| ')) continue;
+      const [name, median, p99, , ratio, goal] = [cells[0]!.slice(2), cells[1]!, cells[2]!, cells[3]!, cells[4]!, cells[5]!.replace(/ \|$/, '')];
+      if (!goal.includes('✅') && !goal.includes('❌')) continue;
+      if (goal.includes('✅')) met++;
+      const measured = `${median}${p99 !== '–' ? `, p99 ${p99}` : ''}${ratio !== '–' ? `, ratio ${ratio}` : ''}`;
+      rows.push(`| #${issue} | ${name} | ${measured} | ${goal} |`);
+    }
+  }
+  const summary = [
+    SUMMARY_HEADING,
+    '',
+    `${met} of ${rows.length} goals met. Figures without a goal are in the sections below, marked "none set (context)".`,
+    '',
+    '| Issue | Figure | Measured | Goal |',
+    '| --- | --- | --- | --- |',
+    ...rows,
+    '',
+  ].join('\n');
+  const first = parts.findIndex((p) => p.startsWith('## '));
+  if (first < 0) return doc;
+  return [...parts.slice(0, first), summary, ...parts.slice(first)].join('\n');
 }
 
 /** `existing` with the sections of `fresh` replaced (matched by title and issue) or appended; the rest kept. */
@@ -100,7 +139,7 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   const out = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
-  writeFileSync(out, only && existsSync(out) ? mergeInto(readFileSync(out, 'utf8'), sections, quick) : doc);
+  writeFileSync(out, withSummary(only && existsSync(out) ? mergeInto(readFileSync(out, 'utf8'), sections, quick) : doc));
   console.log(`wrote ${out}`);
 }
 
