@@ -21,7 +21,7 @@
  *   transient errno are retried briefly before the connection is failed.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { type BlobAckMessage, BlobReadFailedError, type Message, MessageType, type ProtocolLimits, blobChunkFrame, crc32, encodeMessage } from '@walwire/protocol';
+import { type BlobAckMessage, BlobReadFailedError, type Message, MessageType, type ProtocolLimits, chunkFrame, crc32, encodeMessage } from '@walwire/protocol';
 import { type Logger, failpointAsync } from '@walwire/runtime';
 import type { FrameSink } from './sender.js';
 
@@ -225,7 +225,7 @@ export class BlobSender {
         if (a.stop || this.#stopped || o.sink.closed) return;
         const length = Math.min(chunk, job.size - a.sent);
         // The content is read straight into its frame, and CRC-32'd once for both its field and the envelope.
-        const frame = blobChunkFrame({ type: MessageType.BLOB_CHUNK, ...head, offset: a.sent }, length, o.limits);
+        const frame = chunkFrame({ type: MessageType.BLOB_CHUNK, ...head, offset: a.sent }, length, o.limits);
         await this.#readWithRetry(handle, job, a.sent, frame.data);
         if (a.stop || this.#stopped || o.sink.closed) return;
         this.#send(frame.seal(crc32(frame.data)));

@@ -7,11 +7,15 @@
  * The manifest's CRCs come from the image's meta when it stores them for
  * this chunk size (computed when the image was published), so the image is
  * read once; otherwise a first pass computes them, and the second checks
- * each chunk against them as it is sent. Stored CRCs are not recomputed
- * here: the replica checks every chunk against the manifest before writing
- * it, and again as read back from its staging.
+ * each chunk against them as it is sent. Each chunk is read straight into
+ * its frame (chunkFrame), and stored CRCs are not recomputed: the envelope
+ * CRC is combined from the chunk's CRC, so the primary makes no pass of its
+ * own over the bytes. The replica checks every chunk's frame CRC on
+ * arrival and the chunk against the manifest's CRC as read back from its
+ * staging, so image bytes that no longer match their stored CRC are caught
+ * there, before anything is installed.
  */
-import { MessageType, type ProtocolLimits, crc32, encodeMessage } from '@walwire/protocol';
+import { MessageType, type ProtocolLimits, chunkFrame, crc32, encodeMessage } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
 import type { FrameSink } from './sender.js';
 
@@ -49,13 +53,14 @@ export async function streamSnapshot(options: {
     const chunkBytes = chunkPages * source.pageSize;
     const total = source.pageCount * source.pageSize;
     const chunkCount = Math.ceil(source.pageCount / chunkPages);
-    // One buffer for every read: encodeMessage copies the chunk into its frame.
-    const buf = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(total, 1)));
     const stored = source.chunkPages === chunkPages && source.chunkCrcs?.length === chunkCount ? source.chunkCrcs : undefined;
     const crcs: number[] = stored === undefined ? [] : [...stored];
-    for (let i = 0; stored === undefined && i < chunkCount; i++) {
-      const len = Math.min(chunkBytes, total - i * chunkBytes);
-      crcs.push(crc32(await source.read(i * chunkBytes, len, buf)));
+    if (stored === undefined) {
+      const buf = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(total, 1)));
+      for (let i = 0; i < chunkCount; i++) {
+        const len = Math.min(chunkBytes, total - i * chunkBytes);
+        crcs.push(crc32(await source.read(i * chunkBytes, len, buf)));
+      }
     }
     const fromChunk = options.fromChunk ?? 0;
     let unflushed = 0;
@@ -84,11 +89,13 @@ export async function streamSnapshot(options: {
       ),
     );
     for (let i = fromChunk; i < chunkCount; i++) {
-      const data = await source.read(i * chunkBytes, Math.min(chunkBytes, total - i * chunkBytes), buf);
-      const crc = stored === undefined ? crc32(data) : crcs[i]!;
+      const frame = chunkFrame({ type: MessageType.SNAPSHOT_CHUNK, ...head, index: i }, Math.min(chunkBytes, total - i * chunkBytes), limits);
+      const data = await source.read(i * chunkBytes, frame.data.length, frame.data);
+      if (data.buffer !== frame.data.buffer || data.byteOffset !== frame.data.byteOffset) frame.data.set(data);
+      const crc = stored === undefined ? crc32(frame.data) : crcs[i]!;
       // The source must be immutable while streamed; a changed chunk would not match its manifest CRC.
       if (crc !== crcs[i]) throw new Error(`snapshot source of ${ns} changed while streaming (chunk ${i})`);
-      await send(encodeMessage({ type: MessageType.SNAPSHOT_CHUNK, ...head, index: i, data, crc }, limits));
+      await send(frame.seal(crc));
     }
     await options.beforeEnd?.();
     if (sink.closed) throw new Error(`connection closed during the snapshot of ${ns}`);

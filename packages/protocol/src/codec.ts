@@ -19,7 +19,7 @@
 import { Packr } from 'msgpackr';
 import { crc32, crc32Combine } from './crc.js';
 import { DecodeError, FrameChecksumError, MessageTooLargeError } from './errors.js';
-import { type BlobChunkMessage, type Message, messageTypeName } from './messages.js';
+import { type BlobChunkMessage, type Message, type SnapshotChunkMessage, messageTypeName } from './messages.js';
 import { DEFAULT_PROTOCOL_LIMITS, type ProtocolLimits } from './options.js';
 import { validateMessage } from './validate.js';
 
@@ -63,7 +63,7 @@ export function encodeMessage(message: Message, limits: ProtocolLimits = DEFAULT
   return frame;
 }
 
-/** A BLOB_CHUNK frame under construction: see blobChunkFrame. */
+/** A BLOB_CHUNK or SNAPSHOT_CHUNK frame under construction: see chunkFrame. */
 export interface DataFrameBuilder {
   /** The chunk's content: `length` bytes inside the frame, to be filled by the caller. */
   readonly data: Buffer;
@@ -74,26 +74,31 @@ export interface DataFrameBuilder {
 const DATA_KEY = Buffer.from([0xa4, 0x64, 0x61, 0x74, 0x61]); // fixstr "data"
 const CRC_KEY = Buffer.from([0xa3, 0x63, 0x72, 0x63]); // fixstr "crc"
 
+/** The fields of a chunk message other than its content and the content's CRC. */
+export type ChunkHead = Omit<BlobChunkMessage, 'data' | 'crc'> | Omit<SnapshotChunkMessage, 'data' | 'crc'>;
+
 /**
- * Builds a BLOB_CHUNK frame around its content in place, for a sender that
- * reads the content straight into the frame: no copy of the content (the
- * generic path packs it, then seals a copy of the body), and its bytes are
- * read by CRC-32 once. The envelope CRC is combined from the CRC of the
- * small head, the content's own CRC (the message's `crc` field) and the
- * tail, so the frame is byte-for-byte a valid envelope and decodes to the
- * same message as encodeMessage would give; only the MessagePack layout
- * differs (the keys data and crc come last, and data always has a bin 32
- * header). Throws MessageTooLargeError like encodeMessage.
+ * Builds a BLOB_CHUNK or SNAPSHOT_CHUNK frame around its content in place,
+ * for a sender that reads the content straight into the frame: no copy of
+ * the content (the generic path packs it, then seals a copy of the body),
+ * and its bytes are read by CRC-32 at most once (not at all when the sender
+ * already knows their CRC, as for a snapshot image's stored chunk CRCs).
+ * The envelope CRC is combined from the CRC of the small head, the
+ * content's own CRC (the message's `crc` field) and the tail, so the frame
+ * is byte-for-byte a valid envelope and decodes to the same message as
+ * encodeMessage would give; only the MessagePack layout differs (the keys
+ * data and crc come last, and data always has a bin 32 header). Throws
+ * MessageTooLargeError like encodeMessage.
  */
-export function blobChunkFrame(head: Omit<BlobChunkMessage, 'data' | 'crc'>, length: number, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): DataFrameBuilder {
+export function chunkFrame(head: ChunkHead, length: number, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): DataFrameBuilder {
   const packed = packr.pack(head); // a view into packr's reused buffer: copied below before any other pack
   const keys = Object.keys(head).length;
-  if (packed[0] !== (0x80 | keys) || keys + 2 > 15) throw new Error(`blobChunkFrame: head of ${keys} keys did not pack as a small map`);
+  if (packed[0] !== (0x80 | keys) || keys + 2 > 15) throw new Error(`chunkFrame: head of ${keys} keys did not pack as a small map`);
   const prefix = packed.length + DATA_KEY.length + 5;
   // Tail: "crc" and a uint of at most 5 bytes; then the 4-byte envelope CRC.
   const capacity = prefix + length + CRC_KEY.length + 5 + ENVELOPE_TRAILER_BYTES;
   if (prefix + length + CRC_KEY.length + 1 + ENVELOPE_TRAILER_BYTES > limits.maxMessageBytes) {
-    throw new MessageTooLargeError(`BLOB_CHUNK of ${length} content bytes encodes to more than maxMessageBytes ${limits.maxMessageBytes}`);
+    throw new MessageTooLargeError(`${messageTypeName(head.type)} of ${length} content bytes encodes to more than maxMessageBytes ${limits.maxMessageBytes}`);
   }
   const frame = Buffer.allocUnsafe(capacity);
   packed.copy(frame, 0);
@@ -111,7 +116,7 @@ export function blobChunkFrame(head: Omit<BlobChunkMessage, 'data' | 'crc'>, len
       const bodyCrc = crc32(frame.subarray(prefix + length, at), crc32Combine(crc32(frame.subarray(0, prefix)), dataCrc, length));
       frame.writeUInt32BE(bodyCrc, at);
       at += ENVELOPE_TRAILER_BYTES;
-      if (at > limits.maxMessageBytes) throw new MessageTooLargeError(`BLOB_CHUNK encodes to ${at} bytes, above maxMessageBytes ${limits.maxMessageBytes}`);
+      if (at > limits.maxMessageBytes) throw new MessageTooLargeError(`${messageTypeName(head.type)} encodes to ${at} bytes, above maxMessageBytes ${limits.maxMessageBytes}`);
       return frame.subarray(0, at);
     },
   };
