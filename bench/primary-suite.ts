@@ -19,6 +19,14 @@ import { Primary } from '@walwire/primary';
 import { type BenchContext, type Benchmark, type Figure, median, percentile } from './lib.js';
 
 const run = promisify(execFile);
+
+/**
+ * While tuning: WALWIRE_BENCH_PRIMARY_OPTIONS (JSON) is merged into the
+ * Primary options of every run here (e.g. '{"checkpointPages":4000}'); the
+ * section names it when set.
+ */
+const TUNING = process.env['WALWIRE_BENCH_PRIMARY_OPTIONS'];
+const tuning = (): Record<string, unknown> => (TUNING === undefined ? {} : (JSON.parse(TUNING) as Record<string, unknown>));
 const WRITER = fileURLToPath(new URL('./primary-writer.js', import.meta.url));
 
 interface WriterResult {
@@ -42,7 +50,7 @@ async function throughput(ctx: BenchContext, rows: number, withDaemon: boolean, 
   const dir = ctx.tmpDir();
   const db = join(dir, 'bench.db');
   createDb(db);
-  const primary = withDaemon ? await Primary.start({ dataDir: join(dir, 'data'), namespaces: { bench: { path: db } } }) : undefined;
+  const primary = withDaemon ? await Primary.start({ ...tuning(), dataDir: join(dir, 'data'), namespaces: { bench: { path: db } } }) : undefined;
   try {
     const r = await runWriter({ db, txns, rowsPerTxn: rows, payloadBytes: 100, ratePerSec: 0 });
     return txns / (r.elapsedMs / 1000);
@@ -72,7 +80,7 @@ async function latency(ctx: BenchContext, seconds: number): Promise<{ samples: n
   const dir = ctx.tmpDir();
   const db = join(dir, 'latency.db');
   createDb(db);
-  const primary = new Primary({ dataDir: join(dir, 'data'), namespaces: { bench: { path: db } } });
+  const primary = new Primary({ ...tuning(), dataDir: join(dir, 'data'), namespaces: { bench: { path: db } } });
   const logged: { commits: number; at: bigint }[] = [];
   let cumulative = 0;
   primary.on('record', ({ record }) => {
@@ -173,6 +181,7 @@ export const primaryBenchmarks: Benchmark = {
       `Latency: in each round the writer commits 1 row every 1 ms for ${seconds} s and stamps each commit with process.hrtime.bigint() (CLOCK_MONOTONIC, shared by processes); the primary stamps the record event, emitted after the log's fdatasync. A seq may hold several commits; each commit is charged the time until its seq was durable. The figures are the medians of the rounds' p50 and p99.`,
       'The machine is a shared 2-core VM on which other work runs at the same time; repeated runs of this suite have given 1-row ratios from 0.5 to 0.85 and latency p99 from 7 ms to over 60 ms, so single figures carry that much noise.',
     );
+    if (TUNING !== undefined) notes.push(`Tuning run: WALWIRE_BENCH_PRIMARY_OPTIONS=${TUNING} (not the defaults).`);
     return { title: this.title, issue: 3, figures, notes };
   },
 };

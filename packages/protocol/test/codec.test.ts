@@ -14,6 +14,7 @@ import {
   negotiateVersion,
   resolveProtocolLimits,
   seal,
+  type ChunkHead,
   type Message,
 } from '@walwire/protocol';
 import { GEN, SUM, page, sampleMessages } from './fixtures.js';
@@ -231,18 +232,23 @@ describe('chunk frames built in place (BLOB_CHUNK, SNAPSHOT_CHUNK)', () => {
     }
   });
 
-  it.each([0, 1, 200, 65_535, 65_536, 262_144])('decodes to the message encodeMessage gives, %i content bytes', (length) => {
+  /** Builds `head`'s frame around `content` in place; checks it decodes as encodeMessage's would. Returns the builder and the frame. */
+  function buildAndCheck(head: ChunkHead, content: Buffer): { b: ReturnType<typeof chunkFrame>; frame: Buffer; crc: number } {
+    const b = chunkFrame(head, content.length);
+    expect(b.data.length).toBe(content.length);
+    content.copy(b.data);
+    const crc = crc32(content);
+    const frame = b.seal(crc);
+    const expected = { ...head, data: content, crc } as Message;
+    expect(normalize(decodeMessage(frame))).toEqual(normalize(decodeMessage(encodeMessage(expected))));
+    expect(normalize(decodeMessage(frame))).toEqual(normalize(expected));
+    return { b, frame, crc };
+  }
+
+  it.each([0, 1, 200, 65_535, 65_536, 262_144])('BLOB_CHUNK: decodes to the message encodeMessage gives, %i content bytes', (length) => {
     const content = randomBytes(length);
     for (const offset of [0, 1, 2 ** 20, 2 ** 33 + 5]) {
-      const head = { type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 42, blobId: 'big-0.bin', offset } as const;
-      const b = chunkFrame(head, length);
-      expect(b.data.length).toBe(length);
-      content.copy(b.data);
-      const crc = crc32(content);
-      const frame = b.seal(crc);
-      const expected = { ...head, data: content, crc };
-      expect(normalize(decodeMessage(frame))).toEqual(normalize(decodeMessage(encodeMessage(expected))));
-      expect(normalize(decodeMessage(frame))).toEqual(normalize(expected));
+      const { frame } = buildAndCheck({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 42, blobId: 'big-0.bin', offset }, content);
       if (length > 0) {
         const flipped = Buffer.from(frame);
         flipped[frame.length - 20 - Math.floor(length / 2)]! ^= 0x10;
@@ -252,15 +258,7 @@ describe('chunk frames built in place (BLOB_CHUNK, SNAPSHOT_CHUNK)', () => {
   });
 
   it.each([0, 4096, 4 * 1024 * 1024])('SNAPSHOT_CHUNK: decodes to the message encodeMessage gives, %i content bytes', (length) => {
-    const content = randomBytes(length);
-    const head = { type: MessageType.SNAPSHOT_CHUNK, ns: 'app', generation: GEN, seq: 7, index: 3 } as const;
-    const b = chunkFrame(head, length);
-    content.copy(b.data);
-    const crc = crc32(content);
-    const frame = b.seal(crc);
-    const expected = { ...head, data: content, crc };
-    expect(normalize(decodeMessage(frame))).toEqual(normalize(decodeMessage(encodeMessage(expected))));
-    expect(normalize(decodeMessage(frame))).toEqual(normalize(expected));
+    const { b, crc } = buildAndCheck({ type: MessageType.SNAPSHOT_CHUNK, ns: 'app', generation: GEN, seq: 7, index: 3 }, randomBytes(length));
     // Sealed with a CRC its content does not have (a stored CRC gone stale): the frame fails its own check.
     if (length > 0) expect(codeOf(() => decodeMessage(b.seal((crc ^ 1) >>> 0)))).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
   });
