@@ -201,10 +201,19 @@ export class ReplicationLog {
    * rename: the old generation is still current. Crash after it, before or
    * during the removal of old segments: at open the newest segment's
    * generation wins and the leftovers are removed.
+   *
+   * Failure behaviour: until the new segment is open for appends, a failure
+   * leaves the old generation current in memory, and the new segment is
+   * removed again (if that fails too, the log refuses appends until
+   * `reopen`: a restart would find the new generation, and the retry's
+   * startGeneration writes over that segment, same number). After
+   * that, the switch is one synchronous step, and failing to remove the old
+   * segments only leaves leftovers that the next open removes.
    */
   async startGeneration(start: GenerationStart): Promise<void> {
     this.#assertOpen();
     while (this.#generationChange !== null) await this.#generationChange;
+    this.#assertOpen();
     let done = (): void => {};
     this.#generationChange = new Promise<void>((resolve) => (done = resolve));
     try {
@@ -227,19 +236,36 @@ export class ReplicationLog {
       createdAt: Date.now(),
     };
     const segment = await this.#createSegment(segno, header);
-    this.#clearCache();
-    await this.#active?.close();
-    this.#active = undefined;
+    let active: FileHandle;
+    try {
+      active = await open(segment.path, 'r+');
+    } catch (err) {
+      try {
+        await unlink(segment.path);
+        await fsyncDir(this.#dir);
+      } catch (cleanup) {
+        this.#failed ??= cleanup;
+      }
+      throw err;
+    }
+    // The switch, in one synchronous step.
     const old = this.#segments;
-    for (const s of old) await unlink(s.path).catch(() => undefined);
-    if (old.length > 0) await fsyncDir(this.#dir);
+    const oldActive = this.#active;
+    this.#clearCache();
     this.#segments = [segment];
-    this.#active = await open(segment.path, 'r+');
+    this.#active = active;
     this.#pageSize = start.pageSize;
     this.#reason = start.reason;
     this.#head = { seq: 0, checksum: start.checksum, commitSize: start.commitSize, wal: start.wal };
     this.#lastQueued = undefined;
     this.#nextSeq = 1;
+    await oldActive?.close().catch(() => undefined);
+    try {
+      for (const s of old) await unlink(s.path).catch(() => undefined);
+      if (old.length > 0) await fsyncDir(this.#dir);
+    } catch (err) {
+      this.#logger.warn({ dir: this.#dir, err: (err as Error).message }, 'old generation segments not yet removed; the next open removes them');
+    }
   }
 
   /** Appends one seq of transactions; resolves once durable. */

@@ -8,12 +8,11 @@
  * this chunk size (computed when the image was published), so the image is
  * read once; otherwise a first pass computes them, and the second checks
  * each chunk against them as it is sent. Each chunk is read straight into
- * its frame (chunkFrame), and stored CRCs are not recomputed: the envelope
- * CRC is combined from the chunk's CRC, so the primary makes no pass of its
- * own over the bytes. The replica checks every chunk's frame CRC on
- * arrival and the chunk against the manifest's CRC as read back from its
- * staging, so image bytes that no longer match their stored CRC are caught
- * there, before anything is installed.
+ * its frame (chunkFrame), CRC'd once, and checked against the manifest's
+ * CRC before it is sent: an image whose bytes no longer match their stored
+ * CRCs fails here, with an error naming the chunk, rather than on every
+ * replica as a frame that fails its check (the envelope CRC is combined
+ * from the chunk's CRC).
  */
 import { MessageType, type ProtocolLimits, chunkFrame, crc32, encodeMessage } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
@@ -92,9 +91,9 @@ export async function streamSnapshot(options: {
       const frame = chunkFrame({ type: MessageType.SNAPSHOT_CHUNK, ...head, index: i }, Math.min(chunkBytes, total - i * chunkBytes), limits);
       const data = await source.read(i * chunkBytes, frame.data.length, frame.data);
       if (data.buffer !== frame.data.buffer || data.byteOffset !== frame.data.byteOffset) frame.data.set(data);
-      const crc = stored === undefined ? crc32(frame.data) : crcs[i]!;
+      const crc = crc32(frame.data);
       // The source must be immutable while streamed; a changed chunk would not match its manifest CRC.
-      if (crc !== crcs[i]) throw new Error(`snapshot source of ${ns} changed while streaming (chunk ${i})`);
+      if (crc !== crcs[i]) throw new Error(`snapshot image of ${ns} (generation ${source.generation}, seq ${source.seq}) does not match its manifest at chunk ${i}: changed while streaming, or damaged on disk`);
       await send(frame.seal(crc));
     }
     await options.beforeEnd?.();

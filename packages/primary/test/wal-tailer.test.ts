@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WalTailer } from '@walwire/primary';
@@ -13,7 +13,7 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function setup(): Promise<{ writer: Database.Database; tailer: WalTailer }> {
+async function setup(): Promise<{ writer: Database.Database; tailer: WalTailer; path: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'walwire-tailer-'));
   dirs.push(dir);
   const path = join(dir, 'app.db');
@@ -29,7 +29,7 @@ async function setup(): Promise<{ writer: Database.Database; tailer: WalTailer }
   closers.push(() => tailer.close());
   const snap = await tailer.establish();
   tailer.state = snap.header === undefined ? undefined : scanWalFrames(snap.bytes, 0, initialWalState(snap.header)).state;
-  return { writer, tailer };
+  return { writer, tailer, path };
 }
 
 describe('WalTailer', () => {
@@ -50,27 +50,35 @@ describe('WalTailer', () => {
     expect(pages.map((p) => Buffer.from(p))).toEqual(asRead);
   });
 
-  it('returns each commit once, page-exact, across reads of one and of many commits', async () => {
-    const { writer, tailer } = await setup();
+  it('returns each commit once, every page byte-exact with its frame in the WAL, across reads of one, many and large commits', async () => {
+    const { writer, tailer, path } = await setup();
     const insert = writer.prepare('INSERT INTO t(v) VALUES (?)');
     const seen: number[] = [];
     const byte = (page: Uint8Array, fill: number): boolean => Buffer.from(page).includes(Buffer.alloc(64, fill));
     let fill = 1;
-    for (const batch of [1, 3, 1, 7]) {
+    // 200 KB rows: transactions larger than the first 64 KiB read, so reads continue and double.
+    for (const [batch, rowBytes] of [[1, 2000], [3, 2000], [1, 200_000], [7, 2000], [2, 200_000]] as const) {
       const fills: number[] = [];
       for (let i = 0; i < batch; i++, fill++) {
-        insert.run(Buffer.alloc(2000, fill));
+        insert.run(Buffer.alloc(rowBytes, fill));
         fills.push(fill);
       }
       const read = await tailer.readNew();
       expect(read.commits.length).toBe(batch);
+      const wal = readFileSync(`${path}-wal`);
       read.commits.forEach((c, i) => {
+        for (const f of c.frames) {
+          // WAL frame (§4.1 of the file format): a 24-byte header, then the page.
+          expect(Buffer.compare(Buffer.from(f.page), wal.subarray(f.offset + 24, f.offset + 24 + f.page.length))).toBe(0);
+          expect(wal.readUInt32BE(f.offset)).toBe(f.pgno);
+        }
+        expect(c.endOffset).toBe(c.frames.at(-1)!.offset + 24 + c.frames.at(-1)!.page.length);
         // Each commit carries the row it inserted.
         expect(c.frames.some((f) => byte(f.page, fills[i]!))).toBe(true);
         seen.push(fills[i]!);
       });
     }
-    expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(seen).toEqual(Array.from({ length: 14 }, (_, i) => i + 1));
     expect((await tailer.readNew()).commits).toEqual([]);
   });
 });

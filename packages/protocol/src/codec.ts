@@ -81,8 +81,7 @@ export type ChunkHead = Omit<BlobChunkMessage, 'data' | 'crc'> | Omit<SnapshotCh
  * Builds a BLOB_CHUNK or SNAPSHOT_CHUNK frame around its content in place,
  * for a sender that reads the content straight into the frame: no copy of
  * the content (the generic path packs it, then seals a copy of the body),
- * and its bytes are read by CRC-32 at most once (not at all when the sender
- * already knows their CRC, as for a snapshot image's stored chunk CRCs).
+ * and its bytes are read by CRC-32 once.
  * The envelope CRC is combined from the CRC of the small head, the
  * content's own CRC (the message's `crc` field) and the tail, so the frame
  * is byte-for-byte a valid envelope and decodes to the same message as
