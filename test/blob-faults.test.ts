@@ -30,6 +30,7 @@ import {
   freePort,
   makeTempDir,
   putBlob,
+  putRandomBlobs,
   replicationUrl,
   runWriter,
   startPrimaryProcess,
@@ -213,13 +214,8 @@ describe('a bootstrap blob copy that fails on the replica', () => {
   it('the snapshot is not installed; the replica reconnects, resumes the staged snapshot, copies the blobs again and installs', async () => {
     const { dir, db, replicaDb, replicaBlobs } = await setup();
     const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
-    const blobs = new Map<string, Buffer>();
     // Two chunks or more each, and more blobs than stream at once.
-    for (let i = 0; i < 10; i++) {
-      const body = randomBytes(300_000 + i * 20_000);
-      blobs.set(`pre-${i}`, body);
-      await putBlob(primary, 'app', `pre-${i}`, body);
-    }
+    const blobs = await putRandomBlobs(primary, 'app', 10, (i) => 300_000 + i * 20_000);
     // A new generation, whose log holds no blob event: the bootstrap copies are
     // then the only way the blobs reach the replica, so an install without one
     // of them would lose it for good. (In the generation of the PUTs, the image

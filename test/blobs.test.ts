@@ -17,6 +17,7 @@ import {
   blobFiles,
   makeTempDir,
   putBlob,
+  putRandomBlobs,
   replicationUrl,
   runWriter,
   spawnWriter,
@@ -172,14 +173,9 @@ describe('faults', () => {
   it('a new replica bootstraps with every blob the primary holds before the snapshot installs', async () => {
     const { dir, db, replicaDb, replicaBlobs } = await setup();
     const primary = await startPrimaryProcess({ dataDir: join(dir, 'p'), dbs: { app: db } });
-    const blobs = new Map<string, Buffer>();
     // Several chunks each and more blobs than stream at once (regression: bootstrap copies share one seq,
     // and the sender tracked them by seq, so SNAPSHOT_END went out before all of them were saved).
-    for (let i = 0; i < 12; i++) {
-      const body = randomBytes(300_000 + i * 50_000);
-      blobs.set(`pre-${i}`, body);
-      await putBlob(primary, 'app', `pre-${i}`, body);
-    }
+    const blobs = await putRandomBlobs(primary, 'app', 12, (i) => 300_000 + i * 50_000);
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
     try {
       await waitCatchUpAndDurable(primary, replica, db);

@@ -2,7 +2,7 @@
  * Blob helpers for cross-process tests: a PUT through the primary's HTTP
  * API, and a blob directory read back and checked.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
@@ -18,6 +18,17 @@ export async function putBlob(primary: DaemonProcess, ns: string, id: string, bo
   const json = (await res.json()) as { seq: number; sha256: string };
   if (res.status !== 201 && res.status !== 200) throw new Error(`PUT ${id}: HTTP ${res.status} ${JSON.stringify(json)}`);
   return json;
+}
+
+/** PUTs `count` blobs of random content named `pre-0`, `pre-1`, …, blob i of `size(i)` bytes; resolves with id → content. */
+export async function putRandomBlobs(primary: DaemonProcess, ns: string, count: number, size: (i: number) => number): Promise<Map<string, Buffer>> {
+  const blobs = new Map<string, Buffer>();
+  for (let i = 0; i < count; i++) {
+    const body = randomBytes(size(i));
+    blobs.set(`pre-${i}`, body);
+    await putBlob(primary, ns, `pre-${i}`, body);
+  }
+  return blobs;
 }
 
 /**
