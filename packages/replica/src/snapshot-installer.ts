@@ -17,8 +17,8 @@
  * image is read back and its chunks are checked against the manifest's CRCs,
  * and the staged prefix ends at the first chunk that does not match (never
  * written, or torn by a crash). So no sync is needed for correctness while
- * staging; the image is fdatasynced in the background every
- * SYNC_EVERY_BYTES only to keep the disk writing while the network
+ * staging; the image is fdatasynced in the background as it grows
+ * (BackgroundSync) only to keep the disk writing while the network
  * delivers, which leaves little to sync at the end.
  *
  * At SNAPSHOT_END the namespace installs the image, and refuses it if the
@@ -46,7 +46,7 @@ import {
   UnexpectedMessageError,
   crc32,
 } from '@walwire/protocol';
-import { type Logger, writeFileDurable } from '@walwire/runtime';
+import { BackgroundSync, type Logger, writeFileDurable } from '@walwire/runtime';
 import type { Replica } from './replica.js';
 import type { ReplicaNamespace } from './replica-namespace.js';
 
@@ -64,11 +64,8 @@ interface Staging {
   /** The verification request in flight, if any (at most one). */
   verifying: Promise<void> | null;
   verifyError: Error | null;
-  /** Bytes written since the last background sync started. */
-  unsynced: number;
-  /** The background fdatasync in flight, if any (at most one). */
-  syncing: Promise<void> | null;
-  syncError: Error | null;
+  /** Writeback of the image while it is staged. */
+  readonly sync: BackgroundSync;
   /** Bytes received on this connection. */
   bytes: number;
   readonly startedAt: number;
@@ -92,13 +89,6 @@ export interface BootstrapProgress {
 
 export const STAGING_DIR = 'staging';
 export const STAGED_IMAGE = 'image';
-
-/**
- * Staged bytes between background fdatasyncs of the image. Not a durability
- * rule (resume trusts only CRCs): it starts writeback early, so the sync
- * before the install has little left to write.
- */
-const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
 
 /**
  * Staging ids, unique in the process: a namespace's apply worker outlives
@@ -217,9 +207,7 @@ export class SnapshotInstaller {
         verified: 0,
         verifying: null,
         verifyError: null,
-        unsynced: 0,
-        syncing: null,
-        syncError: null,
+        sync: new BackgroundSync(image),
         bytes: 0,
         startedAt: Date.now(),
         lastReportAt: 0,
@@ -253,7 +241,7 @@ export class SnapshotInstaller {
         throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} has ${m.data.length} bytes, expected ${expectedLength}`);
       }
       if (m.index !== s.staged) throw new UnexpectedMessageError(`snapshot chunk ${m.index} of ${m.ns} out of order, expected ${s.staged}`);
-      if (s.syncError !== null) throw s.syncError;
+      if (s.sync.error !== null) throw s.sync.error;
       if (s.verifyError !== null) throw s.verifyError;
       // No sync per chunk: resume trusts only chunks whose bytes on disk match
       // the manifest's CRC (readStaging), so an unsynced chunk lost to a power
@@ -262,19 +250,7 @@ export class SnapshotInstaller {
       s.staged = m.index + 1;
       this.#verify(s);
       s.bytes += m.data.length;
-      s.unsynced += m.data.length;
-      if (s.unsynced >= SYNC_EVERY_BYTES && s.syncing === null) {
-        s.unsynced = 0;
-        s.syncing = s.image.datasync().then(
-          () => {
-            s.syncing = null;
-          },
-          (err: unknown) => {
-            s.syncing = null;
-            s.syncError = err as Error;
-          },
-        );
-      }
+      s.sync.wrote(m.data.length);
       this.#report(s, false);
       return s;
     });
@@ -292,11 +268,11 @@ export class SnapshotInstaller {
         throw new UnexpectedMessageError(`SNAPSHOT_END for ${ns} names ${generation}@${seq}, the snapshot is ${m.generation}@${m.seq}`);
       }
       if (s.staged !== m.chunkCrcs.length) throw new UnexpectedMessageError(`SNAPSHOT_END for ${ns} after ${s.staged} of ${m.chunkCrcs.length} chunks`);
-      await s.syncing;
+      await s.sync.settled().catch(() => {}); // its failure is thrown below, once the image is closed
       await s.image.truncate(m.pageCount * m.pageSize);
       // Closed before the install: a link install makes this file the database.
       await s.image.close();
-      if (s.syncError !== null) throw s.syncError;
+      if (s.sync.error !== null) throw s.sync.error;
       while (s.verifying !== null) await s.verifying;
       if (s.verifyError !== null) throw s.verifyError;
       const imagePath = join(s.dir, STAGED_IMAGE);

@@ -26,7 +26,7 @@
 import { constants, mkdirSync, promises as fsp, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { isBlobId, isSha256 } from '@walwire/protocol';
-import { fsyncDir, removeStaleTemps, tempPathFor } from './durable-fs.js';
+import { BackgroundSync, fsyncDir, removeStaleTemps, tempPathFor } from './durable-fs.js';
 
 export interface BlobInfo {
   readonly id: string;
@@ -54,52 +54,31 @@ export function parseBlobFileName(name: string): { id: string; sha256: string } 
   return isBlobId(id) && isSha256(sha256) ? { id, sha256 } : undefined;
 }
 
-/**
- * A temp file is fdatasync'd in the background every this many bytes
- * written, so a large blob is written back while it arrives. Left to the
- * fsync before the rename, it filled the page cache, and every small fsync
- * on the disk meanwhile (an apply batch, a log append) waited behind its
- * writeback: transaction lag p99 while a 1 GiB blob streamed to a replica
- * went from 390 ms to 55 ms with it.
- */
-export const BLOB_BACKGROUND_SYNC_BYTES = 32 * 1024 * 1024;
-
 /** A temp file being written; `BlobDirectory.commit` or `discard` ends it. */
 export class BlobTemp {
   readonly path: string;
   readonly handle: fsp.FileHandle;
-  #written = 0;
-  #syncedAt = 0;
-  #syncs: Promise<void> = Promise.resolve();
-  #syncing = false;
+  readonly #sync: BackgroundSync;
 
   constructor(path: string, handle: fsp.FileHandle) {
     this.path = path;
     this.handle = handle;
+    this.#sync = new BackgroundSync(handle);
   }
 
-  /** Writes all of `data` at `position`; starts a background fdatasync every BLOB_BACKGROUND_SYNC_BYTES. */
+  /** Writes all of `data` at `position`; writeback runs in the background as it grows (BackgroundSync). */
   async write(data: Uint8Array, position: number): Promise<void> {
     let at = 0;
     while (at < data.length) {
       const { bytesWritten } = await this.handle.write(data, at, data.length - at, position + at);
       at += bytesWritten;
     }
-    this.#written += data.length;
-    // One sync at a time: syncs piling up on the thread pool would delay
-    // everyone else's I/O (the log's own fdatasync among them).
-    if (this.#written - this.#syncedAt >= BLOB_BACKGROUND_SYNC_BYTES && !this.#syncing) {
-      this.#syncedAt = this.#written;
-      this.#syncing = true;
-      const sync = this.handle.datasync().finally(() => (this.#syncing = false));
-      this.#syncs = Promise.all([this.#syncs, sync]).then(() => undefined);
-      this.#syncs.catch(() => {}); // reported by settled(), awaited before commit
-    }
+    this.#sync.wrote(data.length);
   }
 
-  /** Waits for the background syncs started so far; rejects with the first failure. */
+  /** Waits for the background sync in flight; rejects with the first failure. */
   settled(): Promise<void> {
-    return this.#syncs;
+    return this.#sync.settled();
   }
 }
 
