@@ -84,6 +84,9 @@ interface Active {
 
 const TRANSIENT = new Set(['EIO', 'EAGAIN', 'EMFILE', 'ENFILE', 'EINTR', 'EBUSY']);
 
+/** Frame bytes beyond the content: the chunk's head (names are bounded: ns 64, blob id 128 chars), keys, CRCs. */
+const FRAME_HEAD_ROOM = 512;
+
 export class BlobSender {
   readonly #o: BlobSenderOptions;
   readonly #queue: { readonly job: BlobJob; readonly announce: boolean }[] = [];
@@ -99,6 +102,14 @@ export class BlobSender {
   #blobsSent = 0;
   #gone = 0;
   #failedAcks = 0;
+  /**
+   * Chunk frame memory flushed to the kernel and ready for the next chunk.
+   * A fresh 256 KiB buffer per chunk made V8 collect garbage for external
+   * memory every few hundred MB streamed (one full collection each); at most
+   * one window of frames is unflushed at a time, so reuse bounds the pool,
+   * and it is dropped whenever nothing is streaming.
+   */
+  #frames: Buffer[] = [];
   /** Called once when streaming fails for good (the session closes the connection). */
   onFatal: (err: Error) => void = () => {};
 
@@ -198,7 +209,10 @@ export class BlobSender {
         this.#active.delete(`${job.seq}:${job.blobId}`);
         this.#credit -= a.sent - a.acked;
         this.#pump();
-        if (this.#queue.length === 0 && this.#active.size === 0) for (const r of this.#idle.splice(0)) r();
+        if (this.#queue.length === 0 && this.#active.size === 0) {
+          this.#frames = [];
+          for (const r of this.#idle.splice(0)) r();
+        }
       });
     }
   }
@@ -225,10 +239,18 @@ export class BlobSender {
         if (a.stop || this.#stopped || o.sink.closed) return;
         const length = Math.min(chunk, job.size - a.sent);
         // The content is read straight into its frame, and CRC-32'd once for both its field and the envelope.
-        const frame = chunkFrame({ type: MessageType.BLOB_CHUNK, ...head, offset: a.sent }, length, o.limits);
-        await this.#readWithRetry(handle, job, a.sent, frame.data);
-        if (a.stop || this.#stopped || o.sink.closed) return;
-        this.#send(frame.seal(crc32(frame.data)));
+        const frame = chunkFrame({ type: MessageType.BLOB_CHUNK, ...head, offset: a.sent }, length, o.limits, this.#frames.pop() ?? Buffer.allocUnsafe(chunk + FRAME_HEAD_ROOM));
+        try {
+          await this.#readWithRetry(handle, job, a.sent, frame.data);
+        } catch (err) {
+          this.#recycle(frame.buffer, chunk);
+          throw err;
+        }
+        if (a.stop || this.#stopped || o.sink.closed) {
+          this.#recycle(frame.buffer, chunk);
+          return;
+        }
+        this.#send(frame.seal(crc32(frame.data)), () => this.#recycle(frame.buffer, chunk));
         a.sent += length;
         this.#credit += length;
         this.#bytesSent += length;
@@ -284,11 +306,21 @@ export class BlobSender {
     this.#send(encodeMessage(message, this.#o.limits));
   }
 
-  #send(frame: Buffer): void {
+  /** Keeps a flushed (or never sent) chunk frame's memory for the next chunk. */
+  #recycle(buffer: Buffer, chunk: number): void {
+    if (buffer.length === chunk + FRAME_HEAD_ROOM && this.#active.size > 0) this.#frames.push(buffer);
+  }
+
+  /** `flushed` runs once the socket no longer holds the frame (written to the kernel, or failed). */
+  #send(frame: Buffer, flushed?: () => void): void {
     const o = this.#o;
-    if (o.sink.closed || this.#stopped) return;
+    if (o.sink.closed || this.#stopped) {
+      flushed?.();
+      return;
+    }
     this.#unflushed += frame.length;
     o.sink.send(frame, (err) => {
+      flushed?.();
       this.#unflushed -= frame.length;
       // A socket failure closes the connection; the session sees that and stops us.
       if (err) this.stop();

@@ -10,7 +10,9 @@
  * The CRC is checked before the body is parsed, so a flipped byte anywhere in
  * transit is reported as WALWIRE_ERR_FRAME_CHECKSUM and never reaches the
  * decoder (invariant 4: checked before the bytes are used). Decoding then
- * enforces the schema (validate.ts).
+ * enforces the schema (validate.ts). For a chunk built by chunkFrame the CRC
+ * is computed in three pieces around the content and combined, which gives
+ * the content's own CRC-32 from the same single pass (chunkContentCrc).
  *
  * MessagePack settings are fixed and carry no state between messages:
  * records and bundled strings are off, so one Packr serves every connection
@@ -19,7 +21,7 @@
 import { Packr } from 'msgpackr';
 import { crc32, crc32Combine } from './crc.js';
 import { DecodeError, FrameChecksumError, MessageTooLargeError } from './errors.js';
-import { type BlobChunkMessage, type Message, type SnapshotChunkMessage, messageTypeName } from './messages.js';
+import { type BlobChunkMessage, type Message, MessageType, type SnapshotChunkMessage, messageTypeName } from './messages.js';
 import { DEFAULT_PROTOCOL_LIMITS, type ProtocolLimits } from './options.js';
 import { validateMessage } from './validate.js';
 
@@ -67,6 +69,8 @@ export function encodeMessage(message: Message, limits: ProtocolLimits = DEFAULT
 export interface DataFrameBuilder {
   /** The chunk's content: `length` bytes inside the frame, to be filled by the caller. */
   readonly data: Buffer;
+  /** The memory the frame is built in: `into` when it was large enough, else a new buffer. */
+  readonly buffer: Buffer;
   /** Appends `crc` (which must be crc32(data)) and the envelope; returns the finished frame. */
   seal(dataCrc: number): Buffer;
 }
@@ -88,8 +92,12 @@ export type ChunkHead = Omit<BlobChunkMessage, 'data' | 'crc'> | Omit<SnapshotCh
  * encodeMessage would give; only the MessagePack layout differs (the keys
  * data and crc come last, and data always has a bin 32 header). Throws
  * MessageTooLargeError like encodeMessage.
+ *
+ * With `into`, the frame is built in that buffer when it is large enough,
+ * so a sender can reuse frame memory once a frame is flushed (`buffer` says
+ * which memory was used).
  */
-export function chunkFrame(head: ChunkHead, length: number, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): DataFrameBuilder {
+export function chunkFrame(head: ChunkHead, length: number, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS, into?: Buffer): DataFrameBuilder {
   const packed = packr.pack(head); // a view into packr's reused buffer: copied below before any other pack
   const keys = Object.keys(head).length;
   if (packed[0] !== (0x80 | keys) || keys + 2 > 15) throw new Error(`chunkFrame: head of ${keys} keys did not pack as a small map`);
@@ -99,7 +107,7 @@ export function chunkFrame(head: ChunkHead, length: number, limits: ProtocolLimi
   if (prefix + length + CRC_KEY.length + 1 + ENVELOPE_TRAILER_BYTES > limits.maxMessageBytes) {
     throw new MessageTooLargeError(`${messageTypeName(head.type)} of ${length} content bytes encodes to more than maxMessageBytes ${limits.maxMessageBytes}`);
   }
-  const frame = Buffer.allocUnsafe(capacity);
+  const frame = into !== undefined && into.length >= capacity ? into : Buffer.allocUnsafe(capacity);
   packed.copy(frame, 0);
   frame[0] = 0x80 | (keys + 2);
   DATA_KEY.copy(frame, packed.length);
@@ -108,6 +116,7 @@ export function chunkFrame(head: ChunkHead, length: number, limits: ProtocolLimi
   const data = frame.subarray(prefix, prefix + length);
   return {
     data,
+    buffer: frame,
     seal(dataCrc: number): Buffer {
       let at = prefix + length;
       at += CRC_KEY.copy(frame, at);
@@ -139,13 +148,75 @@ export function decodeMessage(frame: Uint8Array, limits: ProtocolLimits = DEFAUL
   const body = frame.subarray(0, bodyLength);
   const view = new DataView(frame.buffer, frame.byteOffset, frame.length);
   const expected = view.getUint32(bodyLength, false);
-  const actual = crc32(body);
+  const content = chunkContentAt(body);
+  let actual: number;
+  let contentCrc = 0;
+  if (content === null) {
+    actual = crc32(body);
+  } else {
+    // Same value as crc32(body) for any split point, so a wrong guess (a
+    // damaged length field, a look-alike byte pattern) cannot let damage
+    // through; a right guess also yields the content's own CRC-32 for free.
+    const end = content.start + content.length;
+    contentCrc = crc32(body.subarray(content.start, end));
+    actual = crc32(body.subarray(end), crc32Combine(crc32(body.subarray(0, content.start)), contentCrc, content.length));
+  }
   if (actual !== expected) {
     throw new FrameChecksumError(
       `frame CRC-32 mismatch: trailer says ${hex32(expected)}, ${bodyLength} body bytes hash to ${hex32(actual)}`,
     );
   }
-  return validateMessage(decodeBody(body), limits);
+  const message = validateMessage(decodeBody(body), limits);
+  if (
+    content !== null &&
+    (message.type === MessageType.BLOB_CHUNK || message.type === MessageType.SNAPSHOT_CHUNK) &&
+    message.data.byteOffset === body.byteOffset + content.start &&
+    message.data.length === content.length
+  ) {
+    contentCrcs.set(message.data, contentCrc);
+  }
+  return message;
+}
+
+/** CRC-32s of chunk contents that decodeMessage computed while checking their envelope. */
+const contentCrcs = new WeakMap<Uint8Array, number>();
+
+/**
+ * The CRC-32 of a chunk message's content, to compare with its `crc` field.
+ * For a message decodeMessage returned from a chunkFrame-built frame this is
+ * the value it computed while checking the envelope (the content is not
+ * read a second time); otherwise it is computed here.
+ */
+export function chunkContentCrc(message: BlobChunkMessage | SnapshotChunkMessage): number {
+  return contentCrcs.get(message.data) ?? crc32(message.data);
+}
+
+/** Bodies smaller than this are CRC'd in one pass: the split saves nothing. */
+const SPLIT_MIN_BODY = 4096;
+/** How far into the body the "data" key of a chunkFrame layout may start. */
+const SPLIT_SCAN_BYTES = 512;
+
+/**
+ * Where a body laid out by chunkFrame keeps its content, found from the
+ * layout alone (no MessagePack parsing before the CRC check): the "data" key
+ * with a bin 32 header within the first bytes, and exactly the "crc" key and
+ * one MessagePack uint (1 to 5 bytes) after the content. Null when the body
+ * has no such shape.
+ */
+function chunkContentAt(body: Uint8Array): { start: number; length: number } | null {
+  if (body.length < SPLIT_MIN_BODY) return null;
+  const scanEnd = Math.min(SPLIT_SCAN_BYTES, body.length - 10);
+  for (let i = 1; i < scanEnd; i++) {
+    if (body[i] !== 0xa4 || body[i + 1] !== 0x64 || body[i + 2] !== 0x61 || body[i + 3] !== 0x74 || body[i + 4] !== 0x61 || body[i + 5] !== 0xc6) continue;
+    const length = ((body[i + 6]! << 24) | (body[i + 7]! << 16) | (body[i + 8]! << 8) | body[i + 9]!) >>> 0;
+    const start = i + 10;
+    const end = start + length;
+    const tail = body.length - end;
+    if (tail < CRC_KEY.length + 1 || tail > CRC_KEY.length + 5) continue;
+    if (body[end] !== 0xa3 || body[end + 1] !== 0x63 || body[end + 2] !== 0x72 || body[end + 3] !== 0x63) continue;
+    return { start, length };
+  }
+  return null;
 }
 
 /** MessagePack-decodes a body, mapping every decoder failure to DecodeError. */

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import {
   DEFAULT_PROTOCOL_LIMITS,
   MessageType,
+  chunkContentCrc,
   chunkFrame,
   crc32,
   crc32Combine,
@@ -284,6 +285,57 @@ describe('large frames: the CRC is checked before anything is parsed', () => {
         expect(codeOf(() => decodeMessage(bad)), `byte ${at} bit ${bit}`).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
       }
     }
+  });
+
+  it('a chunkFrame frame (CRC computed around its content and combined): a flipped byte anywhere is a checksum failure', () => {
+    const b = chunkFrame({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 9, blobId: 'big-0.bin', offset: 0 }, content.length);
+    content.copy(b.data);
+    const frame = b.seal(crc32(content));
+    const dataAt = b.data.byteOffset - b.buffer.byteOffset;
+    // Every byte of the head (including the "data" key and the bin 32 length the split is found from), the tail and the trailer; a sample of the content.
+    const positions = [...Array(dataAt + 8).keys(), ...[...Array(13).keys()].map((i) => frame.length - 1 - i)];
+    for (let at = dataAt; at < frame.length - 13; at += 9973) positions.push(at);
+    for (const at of positions) {
+      for (const bit of [0x01, 0x80]) {
+        const bad = Buffer.from(frame);
+        bad[at]! ^= bit;
+        expect(codeOf(() => decodeMessage(bad)), `byte ${at} bit ${bit}`).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
+      }
+    }
+  });
+
+  it('chunkContentCrc gives the content CRC computed while the envelope was checked (the content is read once)', () => {
+    const b = chunkFrame({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 9, blobId: 'big-0.bin', offset: 0 }, content.length);
+    content.copy(b.data);
+    const m = decodeMessage(b.seal(crc32(content)));
+    if (m.type !== MessageType.BLOB_CHUNK) throw new Error('not a chunk');
+    expect(chunkContentCrc(m)).toBe(crc32(content));
+    // Changed after decoding: the remembered value is the one the envelope check proved, not a second pass.
+    m.data[7]! ^= 1;
+    expect(chunkContentCrc(m)).toBe(crc32(content));
+    expect(chunkContentCrc({ ...m, data: Buffer.from(m.data) })).not.toBe(crc32(content));
+  });
+
+  it('a chunk whose crc field lies under a valid envelope still fails chunkContentCrc (generic layout and chunkFrame layout)', () => {
+    const lying = { ...msg, crc: (msg.crc ^ 4) >>> 0 };
+    const generic = decodeMessage(encodeMessage(lying));
+    if (generic.type !== MessageType.BLOB_CHUNK) throw new Error('not a chunk');
+    expect(chunkContentCrc(generic)).not.toBe(generic.crc);
+    // chunkFrame derives the envelope from the crc it is given: a frame sealed with a wrong one never decodes.
+    const b = chunkFrame({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 9, blobId: 'big-0.bin', offset: 0 }, content.length);
+    content.copy(b.data);
+    expect(codeOf(() => decodeMessage(b.seal(lying.crc)))).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
+  });
+
+  it('chunkFrame builds in `into` when it is large enough, and in new memory when not', () => {
+    const head = { type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, seq: 9, blobId: 'x', offset: 0 } as const;
+    const into = Buffer.alloc(70_000);
+    const b = chunkFrame(head, 65_536, DEFAULT_PROTOCOL_LIMITS, into);
+    expect(b.buffer).toBe(into);
+    b.data.fill(7);
+    expect(normalize(decodeMessage(b.seal(crc32(b.data))))).toEqual(normalize({ ...head, data: Buffer.alloc(65_536, 7), crc: crc32(Buffer.alloc(65_536, 7)) }));
+    const small = chunkFrame(head, 65_536, DEFAULT_PROTOCOL_LIMITS, Buffer.alloc(65_536));
+    expect(small.buffer.length).toBeGreaterThan(65_536);
   });
 
   it('a large body with a valid CRC that is not MessagePack is a decode error', () => {

@@ -13,9 +13,11 @@
  *   insert, delete, truncate, splice), resealed;
  * - structure-aware mutations: one field of a valid message replaced by a
  *   value of another type or an extreme number, then encoded and sealed.
+ * - chunk frames built by chunkFrame (large enough for the decoder's
+ *   split CRC), mutated in place or mutated and resealed.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeMessage, encodeBody, encodeMessage, ProtocolError, seal, type Message } from '@walwire/protocol';
+import { chunkContentCrc, chunkFrame, crc32, decodeMessage, encodeBody, encodeMessage, MessageType, ProtocolError, seal, type Message } from '@walwire/protocol';
 import { sampleMessages } from './fixtures.js';
 
 const SEED = Number(process.env['WALWIRE_FUZZ_SEED'] ?? 0x5eed2026);
@@ -160,5 +162,39 @@ describe(`decoder fuzz (seed ${SEED}, ${RUNS} inputs)`, () => {
     const total = Object.values(stats).reduce((a, b) => a + b, 0);
     expect(total).toBe(RUNS);
     console.log(`fuzz seed ${SEED}: ${JSON.stringify(stats)}`);
+  }, 120_000);
+});
+
+describe(`chunk frame fuzz (seed ${SEED})`, () => {
+  it('a mutated chunkFrame frame fails its CRC, or (resealed) decodes with a content CRC that is right', () => {
+    const r = prng(SEED ^ 0xc4c4);
+    const stats: Record<string, number> = {};
+    for (let i = 0; i < RUNS / 6; i++) {
+      const length = 4096 + int(r, 6000);
+      const b = chunkFrame({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: '0'.repeat(32), seq: 1 + int(r, 1e6), blobId: 'b.bin', offset: int(r, 1e9) }, length);
+      for (let k = 0; k < length; k++) b.data[k] = int(r, 256);
+      const frame = b.seal(crc32(b.data));
+      const body = frame.subarray(0, frame.length - 4);
+      // Mutations concentrate on the head and tail, where the split is found.
+      const region = int(r, 2) === 0 ? body.subarray(0, 80) : body.subarray(body.length - 20);
+      const mutated = mutateBytes(r, region, body);
+      const changed = Buffer.concat([body.subarray(0, region.byteOffset - body.byteOffset), mutated, body.subarray(region.byteOffset - body.byteOffset + region.length)]);
+      const resealed = int(r, 2) === 0;
+      const input = resealed ? seal(changed) : Buffer.concat([changed, frame.subarray(frame.length - 4)]);
+      const same = !resealed && changed.equals(body);
+      try {
+        const m = decodeMessage(input);
+        if (!resealed && !same) throw new Error(`input ${i}: a mutated frame with its old CRC decoded (seed ${SEED})`);
+        if (m.type === MessageType.BLOB_CHUNK) expect(chunkContentCrc(m)).toBe(crc32(m.data));
+        stats['valid'] = (stats['valid'] ?? 0) + 1;
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        if (!resealed && !same) expect(err.code).toBe('WALWIRE_ERR_FRAME_CHECKSUM');
+        stats[err.code] = (stats[err.code] ?? 0) + 1;
+      }
+    }
+    expect(stats['WALWIRE_ERR_FRAME_CHECKSUM']).toBeGreaterThan(0);
+    expect(stats['valid']).toBeGreaterThan(0);
+    console.log(`chunk fuzz seed ${SEED}: ${JSON.stringify(stats)}`);
   }, 120_000);
 });

@@ -40,7 +40,7 @@ import {
   BlobSaveFailedError,
   UnexpectedMessageError,
   WalwireError,
-  crc32,
+  chunkContentCrc,
 } from '@walwire/protocol';
 import { BlobDirectory, type BlobTemp, type Logger, failpoint } from '@walwire/runtime';
 import type { DurabilityTracker } from './durability-tracker.js';
@@ -243,7 +243,7 @@ export class BlobWriter extends EventEmitter<BlobWriterEvents> {
       this.#fail(job, new BlobIncompleteError(`chunk of blob ${m.blobId} (ns ${this.ns}, seq ${m.seq}) at offset ${m.offset}, expected ${job.received}`));
       return;
     }
-    if (crc32(data) !== m.crc) {
+    if (chunkContentCrc(m) !== m.crc) {
       this.#fail(job, new BlobChecksumError(`chunk of blob ${m.blobId} (ns ${this.ns}, seq ${m.seq}) at offset ${m.offset} fails its CRC-32`));
       return;
     }
