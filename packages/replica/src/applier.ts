@@ -18,6 +18,15 @@ type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void
 /** Distributive Omit, so each request variant keeps its own fields. */
 type RequestBody = WorkerRequest extends infer R ? (R extends WorkerRequest ? Omit<R, 'id'> : never) : never;
 
+/**
+ * The apply worker's young generation cap. Its allocations are small and
+ * short-lived (batches arrive as transferred buffers), so V8's default,
+ * sized for the main thread, only let the worker's heap grow: the replica's
+ * RSS was 4–10 MB higher with it and apply throughput the same (replica and
+ * blob benchmarks, docs/benchmarks.md).
+ */
+const APPLY_WORKER_YOUNG_GENERATION_MB = 4;
+
 export class Applier {
   readonly #worker: Worker;
   readonly #abortFlag = new Int32Array(new SharedArrayBuffer(4));
@@ -33,6 +42,7 @@ export class Applier {
     this.#dbPath = data.dbPath;
     this.#worker = new Worker(new URL('./apply-worker.js', import.meta.url), {
       workerData: { ...data, abortFlag: this.#abortFlag, fdCell: this.#fdCell, walwireApplyWorker: true },
+      resourceLimits: { maxYoungGenerationSizeMb: APPLY_WORKER_YOUNG_GENERATION_MB },
     });
     this.#worker.on('message', (event: WorkerEvent) => this.#onEvent(event));
     this.#worker.on('error', (err) => this.#fail(new ApplyFailedError(`apply worker crashed: ${err.message}`, { cause: err })));
