@@ -4,6 +4,7 @@
  * declared family, histograms are cumulative, and the values move with
  * writes, checkpoints and reconnects.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MetricsRegistry } from '@walwire/runtime';
@@ -162,6 +163,17 @@ describe('GET /metrics', () => {
       'walwire_replica_blob_failures_total',
     ]) {
       expect(p0.types.has(name) || r0.types.has(name), name).toBe(true);
+    }
+    // Process health under the standard client-library names, on both daemons.
+    for (const [scraped, pid] of [[p0, primary.child.pid], [r0, replica.child.pid]] as const) {
+      const rss = value(scraped, 'process_resident_memory_bytes');
+      const proc = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+      expect(rss).toBeGreaterThan(proc / 2);
+      expect(rss).toBeLessThan(proc * 2);
+      expect(value(scraped, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+      expect(value(scraped, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
+      expect(value(scraped, 'nodejs_heap_size_used_bytes')).toBeLessThanOrEqual(value(scraped, 'nodejs_heap_size_total_bytes'));
+      expect(Math.abs(value(scraped, 'process_start_time_seconds') - Date.now() / 1000)).toBeLessThan(600);
     }
     expect(value(p0, 'walwire_primary_replicas_connected')).toBe(1);
     expect(value(r0, 'walwire_replica_connected')).toBe(1);

@@ -14,7 +14,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InvalidOptionError, describe } from '@walwire/protocol';
-import { type Histogram, type Logger, METRICS_CONTENT_TYPE, MetricsRegistry, type Sample, checkIntegrity, matchRoute, parseIntegrityBody, readJsonBody, sendFailure, sendJson } from '@walwire/runtime';
+import { type Histogram, type Logger, METRICS_CONTENT_TYPE, MetricsRegistry, registerProcessMetrics, type Sample, checkIntegrity, matchRoute, parseIntegrityBody, readJsonBody, sendFailure, sendJson } from '@walwire/runtime';
 import type { Primary } from './primary.js';
 import type { ReplicationServer } from './replication-server.js';
 
@@ -33,6 +33,7 @@ export class PrimaryAdmin {
     this.#logger = logger;
     this.#server = server;
     const m = this.metrics;
+    registerProcessMetrics(m);
     const txns = m.counter('walwire_primary_txns_total', 'Committed SQLite transactions captured into the replication log.');
     const seqs = m.counter('walwire_primary_seqs_total', 'Seqs appended to the replication log (transaction groups and blob events).');
     const bytes = m.counter('walwire_primary_txn_bytes_total', 'Page bytes appended to the replication log.');

@@ -11,7 +11,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { NotAPrimaryError } from '@walwire/protocol';
-import { type Logger, METRICS_CONTENT_TYPE, MetricsRegistry, checkIntegrity, matchRoute, parseIntegrityBody, readJsonBody, sendFailure, sendJson } from '@walwire/runtime';
+import { type Logger, METRICS_CONTENT_TYPE, MetricsRegistry, registerProcessMetrics, checkIntegrity, matchRoute, parseIntegrityBody, readJsonBody, sendFailure, sendJson } from '@walwire/runtime';
 import type { ReplicationClient } from './primary-client.js';
 import type { NamespaceStatus } from './replica-namespace.js';
 import type { Replica } from './replica.js';
@@ -27,6 +27,7 @@ export class ReplicaAdmin {
     this.#replica = replica;
     this.#logger = logger;
     const m = this.metrics;
+    registerProcessMetrics(m);
     const txns = m.counter('walwire_replica_txns_total', 'Seqs (primary transaction groups) applied.');
     const bytes = m.counter('walwire_replica_txn_bytes_total', 'Page bytes applied.');
     const applySeconds = m.histogram('walwire_replica_apply_seconds', 'Time to apply one batch (journal, pages, fsyncs), lock waits included.');

@@ -177,3 +177,21 @@ export class MetricsRegistry {
 
 /** Content type of the text exposition format. */
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+/**
+ * The process's own health, under the names Prometheus client libraries
+ * use (process_*, nodejs_*), so stock dashboards and alerts apply: resident
+ * memory, CPU time, start time, and the V8 heap and external memory. Read
+ * at scrape time.
+ */
+export function registerProcessMetrics(m: MetricsRegistry): void {
+  const startSeconds = Math.round(Date.now() / 1000 - process.uptime());
+  m.gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => [{ value: process.memoryUsage.rss() }]);
+  m.collectedCounter('process_cpu_user_seconds_total', 'User CPU time spent in seconds (all threads).', () => [{ value: process.cpuUsage().user / 1e6 }]);
+  m.collectedCounter('process_cpu_system_seconds_total', 'System CPU time spent in seconds (all threads).', () => [{ value: process.cpuUsage().system / 1e6 }]);
+  m.gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch in seconds.', () => [{ value: startSeconds }]);
+  const memory = (pick: (u: NodeJS.MemoryUsage) => number) => (): readonly Sample[] => [{ value: pick(process.memoryUsage()) }];
+  m.gauge('nodejs_heap_size_total_bytes', 'V8 heap size of the main thread in bytes.', memory((u) => u.heapTotal));
+  m.gauge('nodejs_heap_size_used_bytes', 'V8 heap used by the main thread in bytes.', memory((u) => u.heapUsed));
+  m.gauge('nodejs_external_memory_bytes', 'Memory of C++ objects bound to JavaScript (Buffers included) in bytes.', memory((u) => u.external));
+}
