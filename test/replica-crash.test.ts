@@ -220,6 +220,47 @@ describe('replica crash during the very first batch', () => {
   });
 });
 
+describe('the lock after the commit point', () => {
+  it('is released before the directory fsync and the cursor write: a reader with no busy timeout sees the batch while they run (regression: readers waited for both under the lock)', async () => {
+    const source = await captureSource({ bank: { accounts: 50, txns: 40 } });
+    const dir = makeTempDir('walwire-unlock-');
+    const txnsFile = join(dir, 'txns.json');
+    saveTxns(txnsFile, source.txns);
+    const dataDir = join(dir, 'data');
+    const dbPath = join(dataDir, 'main', 'db.sqlite');
+    // The failpoint runs after the directory fsync, before cursor record 2: a 5 s window.
+    const applier = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 1000, autoGo: true })], {
+      env: { WALWIRE_FAILPOINTS: 'replica.apply.after-commit-before-cursor=delay(5000)@1' },
+    });
+    const expected = readOnlyRowsAt(source, source.txns.length);
+    const deadline = Date.now() + 30_000;
+    let rows = -1;
+    let busy = 0;
+    while (rows !== expected && Date.now() < deadline && !applier.lines.some((l) => l.startsWith('done'))) {
+      if (existsSync(dbPath) && !existsSync(`${dbPath}-journal`)) {
+        let db: Database.Database | undefined;
+        try {
+          db = new Database(dbPath, { readonly: true, timeout: 0 });
+          rows = (db.prepare('SELECT count(*) AS n FROM journal_rows').get() as { n: number }).n;
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          if (code === 'SQLITE_BUSY') busy++;
+          else if (!/no such table/.test((err as Error).message)) throw err;
+        } finally {
+          db?.close();
+        }
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const finishedFirst = applier.lines.some((l) => l.startsWith('done'));
+    expect(finishedFirst, `the applier finished before a reader could see the batch (${busy} SQLITE_BUSY answers)`).toBe(false);
+    expect(rows).toBe(expected);
+    await applier.waitForLine(/^done /, 30_000);
+    await applier.succeeded();
+    await expectPageExact(source, dbPath, source.txns.length, 'after the batch');
+  });
+});
+
 /** Rows in journal_rows at `seq`: one per transfer after the three set-up seqs. */
 function readOnlyRowsAt(source: CapturedSource, seq: number): number {
   const offset = source.txns.length - 40; // 40 transfers, after table and account set-up

@@ -465,9 +465,12 @@ export class ApplyWorker {
    *        crash → torn database, hot journal: every opener must roll back
    *        first (readers get SQLITE_READONLY_ROLLBACK or BUSY, never torn
    *        pages); recover() rolls back to Sc.
-   *   6. unlink the journal: THE COMMIT POINT. fsync the directory.
+   *   6. unlink the journal: THE COMMIT POINT.
    *        crash → db at Sp, cursor Sc + pending Sp: recover() records Sp.
-   *   7. ROLLBACK the empty SQL transaction: releases the lock.
+   *   7. ROLLBACK the empty SQL transaction: releases the lock. Then fsync
+   *      the directory (the unlink durable against power loss; until then
+   *      a power loss may restore the journal, and recovery rolls back to
+   *      Sc, as record 1 allows).
    *   8. cursor record 2 (applied Sp): temp, fsync, rename, directory fsync,
    *      now when `settle` is true, else deferred to `settle()`: while
    *      batches follow each other, the next batch's record 1 carries
@@ -637,10 +640,17 @@ export class ApplyWorker {
         diverged: plan.diverged,
       };
       try {
+        // 7. The lock goes before the directory fsync: readers wait for
+        // the sync of the pages only, not also for the unlink's. A process
+        // crash cannot undo the unlink; a power loss before the fsync can
+        // bring the journal back, and the next opener then rolls back to
+        // Sc, which cursor record 1 (pending Sp) already describes. SQLite
+        // itself (synchronous = FULL) syncs no directory after deleting a
+        // journal. Nothing is acknowledged, and record 2 not written, until
+        // the fsync returns.
+        this.#db.exec('ROLLBACK');
         fsyncDirSync(this.#data.dir);
         failpoint('replica.apply.after-commit-before-cursor');
-        // 7.
-        this.#db.exec('ROLLBACK');
         // 8. Cursor record 2 (a divergence is always recorded at once).
         this.#unsettled = true;
         if (settle || plan.diverged !== null) this.settle();
