@@ -76,7 +76,13 @@ function fsyncBaseline(ctx: BenchContext, n: number): number[] {
   return out;
 }
 
-async function latency(ctx: BenchContext, seconds: number): Promise<{ samples: number[]; seqs: number; commits: number }> {
+/**
+ * One latency round: a fresh primary, then the writer at 1,000 commits/s for
+ * `warmupSeconds` + `seconds`. Samples of commits in the first
+ * `warmupSeconds` (the daemon just started: JIT tiers, heap growth, the
+ * checkpoint worker's start) are returned apart from the steady state.
+ */
+async function latency(ctx: BenchContext, warmupSeconds: number, seconds: number): Promise<{ warmup: number[]; samples: number[]; seqs: number; commits: number }> {
   const dir = ctx.tmpDir();
   const db = join(dir, 'latency.db');
   createDb(db);
@@ -90,7 +96,7 @@ async function latency(ctx: BenchContext, seconds: number): Promise<{ samples: n
     logged.push({ commits: cumulative, at });
   });
   await primary.start();
-  const txns = 1000 * seconds;
+  const txns = 1000 * (warmupSeconds + seconds);
   let result: WriterResult;
   try {
     result = await runWriter({ db, txns, rowsPerTxn: 1, payloadBytes: 100, ratePerSec: 1000 });
@@ -99,15 +105,16 @@ async function latency(ctx: BenchContext, seconds: number): Promise<{ samples: n
   } finally {
     await primary.stop();
   }
+  const warmup: number[] = [];
   const samples: number[] = [];
   let j = 0;
   for (let k = 0; k < result.commitNs.length; k++) {
     while (j < logged.length && logged[j]!.commits < k + 1) j++;
     const rec = logged[j];
     if (rec === undefined) break;
-    samples.push(Number(rec.at - BigInt(result.commitNs[k]!)) / 1e6);
+    (k < 1000 * warmupSeconds ? warmup : samples).push(Number(rec.at - BigInt(result.commitNs[k]!)) / 1e6);
   }
-  return { samples, seqs: logged.length, commits: cumulative };
+  return { warmup, samples, seqs: logged.length, commits: cumulative };
 }
 
 export const primaryBenchmarks: Benchmark = {
@@ -143,13 +150,15 @@ export const primaryBenchmarks: Benchmark = {
       });
     }
     const seconds = ctx.quick ? 2 : 4;
+    const warmupSeconds = ctx.quick ? 2 : 4;
     const latRounds = ctx.quick ? 1 : 3;
-    const perRound: { p50: number; p99: number; seqs: number; n: number }[] = [];
+    const perRound: { p50: number; p99: number; warmupP99: number; seqs: number; n: number }[] = [];
     for (let r = 0; r < latRounds; r++) {
-      const l = await latency(ctx, seconds);
-      perRound.push({ p50: median(l.samples), p99: percentile(l.samples, 99), seqs: l.seqs, n: l.samples.length });
-      ctx.log(`latency round ${r + 1}: p50 ${perRound.at(-1)!.p50.toFixed(2)} ms, p99 ${perRound.at(-1)!.p99.toFixed(2)} ms`);
+      const l = await latency(ctx, warmupSeconds, seconds);
+      perRound.push({ p50: median(l.samples), p99: percentile(l.samples, 99), warmupP99: percentile(l.warmup, 99), seqs: l.seqs, n: l.samples.length + l.warmup.length });
+      ctx.log(`latency round ${r + 1}: p50 ${perRound.at(-1)!.p50.toFixed(2)} ms, p99 ${perRound.at(-1)!.p99.toFixed(2)} ms (first ${warmupSeconds} s after start: p99 ${perRound.at(-1)!.warmupP99.toFixed(2)} ms)`);
     }
+    const warmupP99 = median(perRound.map((r) => r.warmupP99));
     const totalSeqs = perRound.reduce((n, r) => n + r.seqs, 0);
     const totalCommits = perRound.reduce((n, r) => n + r.n, 0);
     const fsync = fsyncBaseline(ctx, ctx.quick ? 200 : 1000);
@@ -176,10 +185,18 @@ export const primaryBenchmarks: Benchmark = {
       baseline: { name: '4 KiB write + fdatasync, same disk (p99)', value: percentile(fsync, 99), unit: 'ms' },
       ratio: p99 / percentile(fsync, 99),
     });
+    figures.push({
+      name: `commit-to-log latency p99 at 1,000 commits/s, first ${warmupSeconds} s after the daemon starts`,
+      value: warmupP99,
+      unit: 'ms',
+      baseline: { name: 'the steady state that follows (p99)', value: p99, unit: 'ms' },
+      ratio: warmupP99 / p99,
+      note: `per round: ${perRound.map((r) => r.warmupP99.toFixed(2)).join(', ')} ms; the goal figures above are the steady state that follows`,
+    });
     notes.push(
       'Throughput: the writer is its own process (better-sqlite3, WAL mode, default auto-checkpoint); "with the daemon" runs the primary library in the benchmark process on the same 2 cores, tailing, logging with fdatasync and checkpointing at its defaults.',
-      `Latency: in each round the writer commits 1 row every 1 ms for ${seconds} s and stamps each commit with process.hrtime.bigint() (CLOCK_MONOTONIC, shared by processes); the primary stamps the record event, emitted after the log's fdatasync. A seq may hold several commits; each commit is charged the time until its seq was durable. The figures are the medians of the rounds' p50 and p99.`,
-      'The machine is a shared 2-core VM on which other work runs at the same time; repeated runs of this suite have given 1-row ratios from 0.5 to 0.85 and latency p99 from 7 ms to over 60 ms, so single figures carry that much noise.',
+      `Latency: in each round a fresh primary starts and the writer commits 1 row every 1 ms for ${warmupSeconds + seconds} s, stamping each commit with process.hrtime.bigint() (CLOCK_MONOTONIC, shared by processes); the primary stamps the record event, emitted after the log's fdatasync. A seq may hold several commits; each commit is charged the time until its seq was durable. The goal figures are the steady state: the commits of the last ${seconds} s, medians of the rounds' p50 and p99. The commits of the first ${warmupSeconds} s after the daemon starts are reported apart: there the first checkpoint starts its worker thread, V8 compiles the hot paths and grows its young generation, and slow commits come in clusters (a 16 s probe gave p99 7.8 and 5.5 ms in its first two 2-second windows and 1.3–3.3 ms in the six after). Until commit ecd2959 the goal figures were taken from the first 4 s after start, with no warm-up.`,
+      'The machine is a shared 2-core VM on which other work runs at the same time; repeated runs of this suite have given 1-row ratios from 0.85 to 0.98 (since the WAL tailer reuses its read buffer) and single latency rounds with a p99 over 60 ms (a stall of the disk or the CPU for 100 ms or more), so single figures carry that much noise; the goal figures are medians over rounds for that reason.',
     );
     if (TUNING !== undefined) notes.push(`Tuning run: WALWIRE_BENCH_PRIMARY_OPTIONS=${TUNING} (not the defaults).`);
     return { title: this.title, issue: 3, figures, notes };
