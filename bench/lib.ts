@@ -3,6 +3,7 @@
  * walwire figure next to its baseline in the same run and returns a section
  * for docs/benchmarks.md. Suites register in suites.ts.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,6 +48,18 @@ export interface Benchmark {
   readonly id: string;
   readonly title: string;
   run(ctx: BenchContext): Promise<BenchSection>;
+}
+
+/**
+ * Writes every dirty page of every filesystem back (sync(1)) before a
+ * latency measurement. Files an earlier step of the suite wrote are
+ * otherwise written back by the kernel once they are 30 s old
+ * (vm.dirty_expire_centisecs), in the middle of a later measurement, where
+ * they stall every fdatasync behind them for 50-170 ms: a stall of the
+ * benchmark's own making, which appeared in the same round of every run.
+ */
+export function flushDirtyPages(): void {
+  execFileSync('sync');
 }
 
 export function percentile(values: readonly number[], p: number): number {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Primary } from '@walwire/primary';
-import { type BenchContext, type Benchmark, type Figure, median, percentile } from './lib.js';
+import { type BenchContext, type Benchmark, type Figure, flushDirtyPages, median, percentile } from './lib.js';
 
 const run = promisify(execFile);
 
@@ -154,6 +154,7 @@ export const primaryBenchmarks: Benchmark = {
     const latRounds = ctx.quick ? 1 : 3;
     const perRound: { p50: number; p99: number; warmupP99: number; seqs: number; n: number }[] = [];
     for (let r = 0; r < latRounds; r++) {
+      flushDirtyPages();
       const l = await latency(ctx, warmupSeconds, seconds);
       perRound.push({ p50: median(l.samples), p99: percentile(l.samples, 99), warmupP99: percentile(l.warmup, 99), seqs: l.seqs, n: l.samples.length + l.warmup.length });
       ctx.log(`latency round ${r + 1}: p50 ${perRound.at(-1)!.p50.toFixed(2)} ms, p99 ${perRound.at(-1)!.p99.toFixed(2)} ms (first ${warmupSeconds} s after start: p99 ${perRound.at(-1)!.warmupP99.toFixed(2)} ms)`);

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { type BenchContext, type Benchmark, type Figure, median, percentile } from './lib.js';
+import { type BenchContext, type Benchmark, type Figure, flushDirtyPages, median, percentile } from './lib.js';
 import {
   type Daemon,
   Proc,
@@ -294,6 +294,7 @@ async function lagRun(sys: System, rate: number, seconds: number, busyTimeoutMs 
   });
   try {
     await reader.waitForLine(/^ready$/, 30_000);
+    flushDirtyPages();
     sys.runStarted();
     const w = await runScript<WriterResult>('streaming-writer', { mode: 'rows', db: sys.source, table, ratePerSec: rate, seconds, padBytes: PAD_BYTES }, seconds * 1000 + 120_000);
     const r = JSON.parse(await reader.waitForLine(/^\{/, 120_000)) as ReaderResult;
