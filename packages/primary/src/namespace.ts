@@ -134,6 +134,8 @@ export class PrimaryNamespace {
   #sealedPin = false;
   #walBytes = 0;
   #retryTimer: NodeJS.Timeout | undefined;
+  /** The rebuild of a damaged snapshot image under way, or null. */
+  #snapshotRebuild: Promise<void> | null = null;
   #retryDelay: number;
   #emitNext = 1;
   readonly #ready = new Map<number, LogRecord>();
@@ -261,6 +263,37 @@ export class PrimaryNamespace {
       await this.#snapshots.advance(this.#log, head.seq, head.checksum);
     }
     return this.#snapshots.openReader();
+  }
+
+  /**
+   * A bootstrap found the snapshot image damaged (its bytes no longer match
+   * the chunk CRCs stored when it was published). Every later bootstrap
+   * would fail the same way, and advancing the image would only copy the
+   * damage, so the image is rebuilt from the database: under the
+   * namespace's exclusive section the images are removed and the namespace
+   * is established again, which writes the image of the log head (the
+   * generation continues when the log still proves continuity with the
+   * database, as at start-up; otherwise a new generation starts from the
+   * image). Reports coalesce while a rebuild is under way.
+   *
+   * Crash between the steps: images removed, none written yet → the next
+   * start writes one (start-up writes an image whenever the generation has
+   * none), and bootstraps wait for it meanwhile.
+   */
+  rebuildDamagedSnapshot(err: Error): void {
+    if (this.#state === 'closed' || this.#snapshotRebuild !== null) return;
+    this.#logger.error({ ns: this.name, err: err.message }, 'snapshot image damaged; rebuilding it from the database');
+    this.#snapshotRebuild = this.#exclusive(async () => {
+      await this.#snapshots.clear();
+      await this.#establish(undefined);
+    })
+      .then(
+        () => this.#logger.info({ ns: this.name, generation: this.#log.generation, seq: this.#snapshots.latest?.seq }, 'snapshot image rebuilt'),
+        (e: unknown) => this.#fail(e),
+      )
+      .finally(() => {
+        this.#snapshotRebuild = null;
+      });
   }
 
   /**

@@ -343,6 +343,7 @@ export class PrimaryDaemon {
       firstSeq: () => ns.log.firstSeq,
       checksumAt: (seq) => checksumAt(ns, seq),
       openSnapshot: (resume) => ns.openSnapshot(resume),
+      rebuildDamagedSnapshot: (err) => ns.rebuildDamagedSnapshot(err),
       blobSource: ns.blobs.files,
     };
   }

@@ -27,6 +27,7 @@ import {
   TimeoutError,
   UnexpectedMessageError,
   UnknownNamespaceError,
+  SnapshotDamagedError,
   WalwireError,
   type WelcomeNamespace,
   closeCodeFor,
@@ -66,6 +67,8 @@ export interface StreamableNamespace {
    * served, so the stream can continue from its next chunk.
    */
   openSnapshot(resume?: SnapshotResume): Promise<SnapshotSource>;
+  /** A bootstrap found the image damaged (SnapshotDamagedError): rebuild it, so the replica's retry succeeds. */
+  rebuildDamagedSnapshot?(err: Error): void;
   /** The namespace's blob store, when it has one. */
   readonly blobSource?: BlobSource;
 }
@@ -393,7 +396,10 @@ export class ReplicaSession {
       s.appliedSeq = source.seq;
       s.durableSeq = source.seq;
       this.#startSender(s, source.seq + 1);
-    })().catch((err: unknown) => this.#abort(err instanceof WalwireError ? err : new WalwireError((err as Error).message)));
+    })().catch((err: unknown) => {
+      if (err instanceof SnapshotDamagedError) s.ns.rebuildDamagedSnapshot?.(err);
+      this.#abort(err instanceof WalwireError ? err : new WalwireError((err as Error).message));
+    });
   }
 
   #newBlobSender(s: NsStream, generation: string): BlobSender | null {

@@ -10,11 +10,12 @@
  * each chunk against them as it is sent. Each chunk is read straight into
  * its frame (chunkFrame), CRC'd once, and checked against the manifest's
  * CRC before it is sent: an image whose bytes no longer match their stored
- * CRCs fails here, with an error naming the chunk, rather than on every
- * replica as a frame that fails its check (the envelope CRC is combined
- * from the chunk's CRC).
+ * CRCs fails here with SnapshotDamagedError naming the chunk, rather than on
+ * every replica as a frame that fails its check (the envelope CRC is
+ * combined from the chunk's CRC); the session then has the namespace
+ * rebuild the image (PrimaryNamespace.rebuildDamagedSnapshot).
  */
-import { MessageType, type ProtocolLimits, chunkFrame, crc32, encodeMessage } from '@walwire/protocol';
+import { MessageType, type ProtocolLimits, SnapshotDamagedError, chunkFrame, crc32, encodeMessage } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
 import type { FrameSink } from './sender.js';
 
@@ -93,7 +94,11 @@ export async function streamSnapshot(options: {
       if (data.buffer !== frame.data.buffer || data.byteOffset !== frame.data.byteOffset) frame.data.set(data);
       const crc = crc32(frame.data);
       // The source must be immutable while streamed; a changed chunk would not match its manifest CRC.
-      if (crc !== crcs[i]) throw new Error(`snapshot image of ${ns} (generation ${source.generation}, seq ${source.seq}) does not match its manifest at chunk ${i}: changed while streaming, or damaged on disk`);
+      if (crc !== crcs[i]) {
+        throw new SnapshotDamagedError(
+          `snapshot image of ${ns} (generation ${source.generation}, seq ${source.seq}) does not match its stored CRC at chunk ${i} of ${chunkCount}: damaged on disk (or changed while streaming); it is rebuilt from the database`,
+        );
+      }
       await send(frame.seal(crc));
     }
     await options.beforeEnd?.();

@@ -76,7 +76,8 @@ describe('streamSnapshot', () => {
     // A byte inside chunk 1 (pages 4..7).
     const { source: src, closed } = source(10, 5 * PAGE + 17);
     const { messages, result } = await stream(src);
-    await expect(result).rejects.toThrow(/does not match its manifest at chunk 1: changed while streaming, or damaged on disk/);
+    await expect(result).rejects.toThrow(/does not match its stored CRC at chunk 1 of 3: damaged on disk/);
+    await expect(result).rejects.toMatchObject({ code: 'WALWIRE_ERR_SNAPSHOT_DAMAGED' });
     expect(messages.filter((m) => m.type === MessageType.SNAPSHOT_CHUNK).map((m) => (m.type === MessageType.SNAPSHOT_CHUNK ? m.index : -1))).toEqual([0]);
     expect(messages.some((m) => m.type === MessageType.SNAPSHOT_END)).toBe(false);
     expect(closed()).toBe(true);

@@ -276,6 +276,12 @@ export class BlobReadFailedError extends WalwireError {
   override readonly code = 'WALWIRE_ERR_BLOB_READ_FAILED' as const;
 }
 
+/** A snapshot image on the primary no longer matches the chunk CRCs stored with it (damaged on disk); the primary rebuilds the image from its database and the replica's bootstrap retries. */
+export class SnapshotDamagedError extends WalwireError {
+  override readonly name = 'SnapshotDamagedError' as const;
+  override readonly code = 'WALWIRE_ERR_SNAPSHOT_DAMAGED' as const;
+}
+
 /** A Range request lies outside the blob (HTTP 416). */
 export class RangeNotSatisfiableError extends WalwireError {
   override readonly name = 'RangeNotSatisfiableError' as const;
@@ -326,6 +332,7 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       BlobIncompleteError,
       BlobSaveFailedError,
       BlobReadFailedError,
+      SnapshotDamagedError,
       RangeNotSatisfiableError,
     ] as ErrorClass[]
   ).map((C) => [new C('').code, C]),

@@ -350,6 +350,7 @@ export function closeCodeFor(code: string): number {
     case 'WALWIRE_ERR_TIMEOUT':
       return CloseCode.HANDSHAKE_TIMEOUT;
     case 'WALWIRE_ERR_BLOB_READ_FAILED':
+    case 'WALWIRE_ERR_SNAPSHOT_DAMAGED':
       return CloseCode.INTERNAL_ERROR;
     default:
       return CloseCode.PROTOCOL_ERROR;
