@@ -16,7 +16,8 @@
  *
  * While tuning: WALWIRE_BENCH_BLOB_PRIMARY_ARGS adds flags to the primary
  * (e.g. "--blob-chunk-bytes 1048576"), WALWIRE_BENCH_BLOB_ROUNDS sets the
- * number of rounds; both are named in the section when set.
+ * number of rounds (default 3, so the median is a middle round); both are
+ * named in the section when set.
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
@@ -195,7 +196,7 @@ export const blobBenchmarks: Benchmark = {
     const suiteStarted = performance.now();
     const loadStart = loadavg()[0]!;
     const size = ctx.quick ? 256 * MiB : 1024 * MiB;
-    const rounds = Number(process.env['WALWIRE_BENCH_BLOB_ROUNDS'] ?? (ctx.quick ? 1 : 2));
+    const rounds = Number(process.env['WALWIRE_BENCH_BLOB_ROUNDS'] ?? (ctx.quick ? 1 : 3));
     const extraArgs = (process.env['WALWIRE_BENCH_BLOB_PRIMARY_ARGS'] ?? '').split(/\s+/).filter((s) => s !== '');
     const dir = ctx.tmpDir();
     const blob = join(dir, 'blob.bin');
