@@ -15,6 +15,7 @@ import {
   makeTempDir,
   replicationUrl,
   runWriter,
+  spawnWriter,
   startPrimaryProcess,
   startReplicaProcess,
   useHarness,
@@ -50,20 +51,26 @@ describe('damaged snapshot image', () => {
     writeSync(fd, byte, 0, 1, at);
     closeSync(fd);
 
+    // Writes go on while the image is found damaged and rebuilt.
+    const writer = spawnWriter({ db }, { mode: 'load', txns: 300, rowsPerTxn: 2, payloadBytes: 300, ratePerSec: 150 });
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
+    await writer.succeeded();
     await waitForCatchUp(primary, replica, 'app', db, 60_000);
     await assertConverged({ primaryDb: db, replicaDb: join(dir, 'r', 'app', 'db.sqlite') });
 
     const logs = primary.child.lines.map((l) => {
       try {
-        return JSON.parse(l) as { msg?: string; err?: string };
+        return JSON.parse(l) as { msg?: string; err?: string; generation?: string };
       } catch {
         return {};
       }
     });
     const found = logs.find((l) => l.msg === 'snapshot image damaged; rebuilding it from the database');
     expect(found?.err).toMatch(/chunk 1 of \d+: damaged on disk/);
-    expect(logs.some((l) => l.msg === 'snapshot image rebuilt')).toBe(true);
+    const rebuilt = logs.find((l) => l.msg === 'snapshot image rebuilt');
+    // The log still proved continuity with the database: same generation, no forced bootstrap of other replicas.
+    expect(rebuilt?.generation).toBe(found?.generation);
+    expect(logs.some((l) => l.msg === 'new generation' && l.generation !== found?.generation)).toBe(false);
     // The replica was told why its first attempt ended.
     expect(replica.child.lines.some((l) => l.includes('WALWIRE_ERR_SNAPSHOT_DAMAGED'))).toBe(true);
     expect(images(snapshots).length).toBe(1);

@@ -121,14 +121,25 @@ export class Checkpointer {
   constructor(options: CheckpointerOptions) {
     this.#options = options;
     this.#queue = new PQueue({ concurrency: options.concurrency });
-    // One worker from the start: loading a thread and SQLite into it took
-    // 40-50 ms of CPU at the first checkpoint, inside the first second of
-    // writes, and about 10 MB of resident memory the process holds for good
-    // once writes begin; it is paid at start-up instead. A worker that dies
-    // is replaced at the next request, as before.
-    const slot = new WorkerSlot();
-    this.#all.add(slot);
-    this.#idle.push(slot);
+  }
+
+  /**
+   * Starts one worker ahead of the first checkpoint (Primary.start calls
+   * it once the namespaces are open): loading a thread and SQLite into it
+   * took 40-50 ms of CPU at the first checkpoint, inside the first second
+   * of writes, and about 10 MB of resident memory that the process keeps
+   * once writes begin; it is paid at start-up instead. A worker that fails
+   * to start is logged and replaced at the first request, as before.
+   */
+  warm(): void {
+    if (this.#closed || this.#all.size > 0) return;
+    try {
+      const slot = new WorkerSlot();
+      this.#all.add(slot);
+      this.#idle.push(slot);
+    } catch (err) {
+      this.#options.logger.warn({ err: (err as Error).message }, 'checkpoint worker did not start; the first checkpoint starts one');
+    }
   }
 
   /** Registers a namespace's checkpoint procedure. */

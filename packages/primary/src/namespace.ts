@@ -266,27 +266,39 @@ export class PrimaryNamespace {
   }
 
   /**
-   * A bootstrap found the snapshot image damaged (its bytes no longer match
-   * the chunk CRCs stored when it was published). Every later bootstrap
-   * would fail the same way, and advancing the image would only copy the
-   * damage, so the image is rebuilt from the database: under the
-   * namespace's exclusive section the images are removed and the namespace
-   * is established again, which writes the image of the log head (the
-   * generation continues when the log still proves continuity with the
-   * database, as at start-up; otherwise a new generation starts from the
-   * image). Reports coalesce while a rebuild is under way.
+   * A bootstrap found the snapshot image `damaged` no longer matching the
+   * chunk CRCs stored when it was published. Every later bootstrap would
+   * fail the same way, and advancing the image would only copy the damage,
+   * so the image is rebuilt from the database, with reset-replication's
+   * discipline: a running checkpoint is awaited and new ones return early
+   * (both take the write lock), then under the namespace's exclusive
+   * section the new WAL frames are logged, the images removed, and the
+   * namespace established again, which writes the image of the log head.
+   * Logging the frames first means the continuity proof starts from the
+   * WAL as the tailer last read it, so the generation continues (a new one
+   * starts only when the proof fails, as at start-up). A report about an
+   * image that is no longer the newest (a bootstrap still streaming the old
+   * image after a rebuild) is ignored, and reports coalesce while a rebuild
+   * runs; a reset-replication writes a new image anyway.
    *
    * Crash between the steps: images removed, none written yet → the next
    * start writes one (start-up writes an image whenever the generation has
    * none), and bootstraps wait for it meanwhile.
    */
-  rebuildDamagedSnapshot(err: Error): void {
-    if (this.#state === 'closed' || this.#snapshotRebuild !== null) return;
-    this.#logger.error({ ns: this.name, err: err.message }, 'snapshot image damaged; rebuilding it from the database');
-    this.#snapshotRebuild = this.#exclusive(async () => {
-      await this.#snapshots.clear();
-      await this.#establish(undefined);
-    })
+  rebuildDamagedSnapshot(err: Error, damaged: { readonly generation: string; readonly seq: number }): void {
+    if (this.#state !== 'running' || this.#snapshotRebuild !== null || this.#resetting !== undefined) return;
+    const latest = this.#snapshots.latest;
+    if (latest === undefined || latest.generation !== damaged.generation || latest.seq !== damaged.seq) return;
+    this.#logger.error({ ns: this.name, generation: damaged.generation, seq: damaged.seq, err: err.message }, 'snapshot image damaged; rebuilding it from the database');
+    this.#snapshotRebuild = (async () => {
+      while (this.#checkpointer.status(this.name)?.running === true) await sleep(2);
+      await this.#exclusive(async () => {
+        if (this.#state !== 'running') return;
+        await this.#ingest(await this.#tailer.readNew());
+        await this.#snapshots.clear();
+        await this.#establish(undefined);
+      });
+    })()
       .then(
         () => this.#logger.info({ ns: this.name, generation: this.#log.generation, seq: this.#snapshots.latest?.seq }, 'snapshot image rebuilt'),
         (e: unknown) => this.#fail(e),
@@ -427,6 +439,8 @@ export class PrimaryNamespace {
       mark = now;
     };
     try {
+      // A snapshot rebuild also establishes under the write lock: let it finish.
+      if (this.#snapshotRebuild !== null) await this.#snapshotRebuild;
       while (this.#checkpointer.status(this.name)?.running === true) await sleep(2);
       await this.#tailer.seal();
       step('sealMs');
@@ -770,7 +784,7 @@ export class PrimaryNamespace {
    *    reports busy and is retried at the next checkpoint.
    */
   async #checkpoint(run: RunCheckpoint): Promise<void> {
-    if (this.#state !== 'running' || this.#resetting !== undefined) return;
+    if (this.#state !== 'running' || this.#resetting !== undefined || this.#snapshotRebuild !== null) return;
     const started = performance.now();
     await this.#exclusive(async () => this.#ingest(await this.#tailer.repin()));
     const bulk = await run(this.path, 'PASSIVE');

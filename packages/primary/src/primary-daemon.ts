@@ -343,7 +343,7 @@ export class PrimaryDaemon {
       firstSeq: () => ns.log.firstSeq,
       checksumAt: (seq) => checksumAt(ns, seq),
       openSnapshot: (resume) => ns.openSnapshot(resume),
-      rebuildDamagedSnapshot: (err) => ns.rebuildDamagedSnapshot(err),
+      rebuildDamagedSnapshot: (err, damaged) => ns.rebuildDamagedSnapshot(err, damaged),
       blobSource: ns.blobs.files,
     };
   }

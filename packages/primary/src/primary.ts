@@ -114,6 +114,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     for (const name of runtime.removed) this.#configs.delete(name);
     for (const [name, config] of Object.entries(runtime.added)) this.#configs.set(name, config);
     await Promise.all([...this.#options.namespaces.keys()].map((name) => this.#open(name)));
+    this.#checkpointer.warm();
   }
 
   async #open(name: string): Promise<void> {

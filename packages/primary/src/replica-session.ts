@@ -68,7 +68,7 @@ export interface StreamableNamespace {
    */
   openSnapshot(resume?: SnapshotResume): Promise<SnapshotSource>;
   /** A bootstrap found the image damaged (SnapshotDamagedError): rebuild it, so the replica's retry succeeds. */
-  rebuildDamagedSnapshot?(err: Error): void;
+  rebuildDamagedSnapshot?(err: Error, damaged: { readonly generation: string; readonly seq: number }): void;
   /** The namespace's blob store, when it has one. */
   readonly blobSource?: BlobSource;
 }
@@ -363,8 +363,10 @@ export class ReplicaSession {
     s.sender = null;
     this.#retireBlobSender(s);
     s.snapshotting = true;
+    let served: { generation: string; seq: number } | undefined;
     void (async () => {
       const source = await s.ns.openSnapshot(resume);
+      served = { generation: source.generation, seq: source.seq };
       // Resume only the very image the replica staged; anything else starts over.
       const fromChunk = resume !== undefined && resume.generation === source.generation && resume.seq === source.seq ? resume.fromChunk : 0;
       const sent = await streamSnapshot({
@@ -397,7 +399,7 @@ export class ReplicaSession {
       s.durableSeq = source.seq;
       this.#startSender(s, source.seq + 1);
     })().catch((err: unknown) => {
-      if (err instanceof SnapshotDamagedError) s.ns.rebuildDamagedSnapshot?.(err);
+      if (err instanceof SnapshotDamagedError && served !== undefined) s.ns.rebuildDamagedSnapshot?.(err, served);
       this.#abort(err instanceof WalwireError ? err : new WalwireError((err as Error).message));
     });
   }

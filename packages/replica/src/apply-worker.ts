@@ -655,7 +655,7 @@ export class ApplyWorker {
         this.#unsettled = true;
         if (settle || plan.diverged !== null) this.settle();
       } catch (err) {
-        this.#broken = `seq ${last.seq} committed but its cursor write failed (${(err as Error).message}); reopen the namespace`;
+        this.#broken = `seq ${last.seq} committed but the directory sync or cursor write after it failed (${(err as Error).message}); reopen the namespace`;
         if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
         throw new ApplyFailedError(this.#broken, { cause: err });
       }
