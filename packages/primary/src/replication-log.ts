@@ -411,10 +411,24 @@ export class ReplicationLog {
     this.#logger.warn({ dir: this.#dir, seq: this.#head?.seq ?? 0 }, 'replication log reopened after a failed append');
   }
 
-  /** Waits for every queued append to be durable. */
+  /**
+   * Waits for every append made before the call to be durable, including
+   * appends waiting for a generation change to finish (they take their seq
+   * in the new generation once it has started).
+   */
   async flush(): Promise<void> {
+    await this.#settleGenerationChange();
     await this.#idle();
     if (this.#failed !== undefined) throw this.#failed;
+  }
+
+  /**
+   * Returns once no generation change is under way and the appends that
+   * waited for it have been queued: their continuations were registered on
+   * the change's promise before this one's, so they run first.
+   */
+  async #settleGenerationChange(): Promise<void> {
+    while (this.#generationChange !== null) await this.#generationChange;
   }
 
   /**
@@ -424,6 +438,7 @@ export class ReplicationLog {
    */
   async close(): Promise<void> {
     if (this.#closed) return;
+    await this.#settleGenerationChange();
     await this.#idle();
     this.#closed = true;
     await this.#active?.close();

@@ -291,4 +291,27 @@ describe('ReplicationLog tail cache', () => {
     ]);
     await reopened.close();
   });
+
+  it('flush() and close() wait for appends deferred by a generation change (was: flush returned before they were even queued)', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    await appendTxn(log, 1);
+    const g2 = 'c'.repeat(32);
+    const starting = startGen(log, g2);
+    let appended: LogRecord | undefined;
+    void appendTxn(log, 2).then((r) => (appended = r));
+    await log.flush();
+    expect(appended?.generation).toBe(g2);
+    expect(log.head?.seq).toBe(1);
+    await starting;
+    const closing = startGen(log, 'd'.repeat(32));
+    const late = log.appendBlobPut({ blobId: 'x', size: 1, sha256: 'ab'.repeat(32) });
+    await log.close();
+    await closing;
+    expect((await late).generation).toBe('d'.repeat(32));
+    const reopened = await openLog(dir);
+    expect((await reopened.readRange(1)).map((r) => [r.generation, r.seq, r.kind])).toEqual([['d'.repeat(32), 1, 'blob-put']]);
+    await reopened.close();
+  });
 });
