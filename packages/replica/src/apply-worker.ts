@@ -672,7 +672,11 @@ export class ApplyWorker {
       };
     } catch (err) {
       if (this.#checksumStale && this.#broken === null) {
-        this.#broken = 'a failed batch left the in-memory checksum ahead of the database; reopen the namespace to verify it again';
+        // Still latched on close (the in-memory checksum is ahead either way), but named for what happened.
+        this.#broken =
+          err instanceof ClosedError
+            ? 'the namespace closed while a batch waited for readers\' locks; reopen it to continue'
+            : 'a failed batch left the in-memory checksum ahead of the database; reopen the namespace to verify it again';
       }
       // Undo what was written (nothing, if the failure came after the commit
       // point) and release the lock.
