@@ -238,6 +238,7 @@ export class ReplicationLog {
     const segment = await this.#createSegment(segno, header);
     let active: FileHandle;
     try {
+      await failpointAsync('primary.log.generation.open');
       active = await open(segment.path, 'r+');
     } catch (err) {
       try {
@@ -261,6 +262,7 @@ export class ReplicationLog {
     this.#nextSeq = 1;
     await oldActive?.close().catch(() => undefined);
     try {
+      await failpointAsync('primary.log.generation.remove-old');
       for (const s of old) await unlink(s.path).catch(() => undefined);
       if (old.length > 0) await fsyncDir(this.#dir);
     } catch (err) {

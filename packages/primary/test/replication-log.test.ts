@@ -4,10 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ReplicationLog, type LogRecord, type WalPosition } from '@walwire/primary';
 import { hasCode } from '@walwire/protocol';
-import { silentLogger } from '@walwire/runtime';
+import { armFailpoint, disarmAllFailpoints, silentLogger } from '@walwire/runtime';
 
 const dirs: string[] = [];
 afterEach(() => {
+  disarmAllFailpoints();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -312,6 +313,48 @@ describe('ReplicationLog tail cache', () => {
     expect((await late).generation).toBe('d'.repeat(32));
     const reopened = await openLog(dir);
     expect((await reopened.readRange(1)).map((r) => [r.generation, r.seq, r.kind])).toEqual([['d'.repeat(32), 1, 'blob-put']]);
+    await reopened.close();
+  });
+
+  it('startGeneration that fails before the new segment is open leaves the old generation current and appendable, and removes the new segment', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    for (let n = 1; n <= 3; n++) await appendTxn(log, n);
+    const before = segments(dir);
+    armFailpoint('primary.log.generation.open', 'errno(EIO)*1');
+    const deferred = appendTxn(log, 4); // queued behind the change: lands in the generation that is current after it
+    await expect(startGen(log, 'e'.repeat(32))).rejects.toMatchObject({ code: 'EIO' });
+    expect(log.generation).toBe('a'.repeat(32));
+    expect(log.failed).toBe(false);
+    expect(segments(dir)).toEqual(before);
+    expect((await deferred).generation).toBe('a'.repeat(32));
+    expect((await appendTxn(log, 5)).seq).toBe(5);
+    await log.close();
+    const reopened = await openLog(dir);
+    expect(reopened.generation).toBe('a'.repeat(32));
+    expect((await reopened.readRange(1)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    await reopened.close();
+  });
+
+  it('startGeneration whose removal of the old segments fails still switches; the next open removes the leftovers', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir, 8 * 1024);
+    await startGen(log, 'a'.repeat(32));
+    for (let n = 1; n <= 10; n++) await appendTxn(log, n); // several segments
+    const old = segments(dir);
+    expect(old.length).toBeGreaterThan(1);
+    armFailpoint('primary.log.generation.remove-old', 'errno(EIO)*1');
+    await startGen(log, 'f'.repeat(32));
+    expect(log.generation).toBe('f'.repeat(32));
+    expect(log.failed).toBe(false);
+    expect(segments(dir).length).toBe(old.length + 1); // the leftovers are still there
+    expect((await appendTxn(log, 1)).seq).toBe(1);
+    await log.close();
+    const reopened = await openLog(dir, 8 * 1024);
+    expect(reopened.generation).toBe('f'.repeat(32));
+    expect(segments(dir).length).toBe(1);
+    expect((await reopened.readRange(1)).map((r) => [r.generation, r.seq])).toEqual([['f'.repeat(32), 1]]);
     await reopened.close();
   });
 });
