@@ -56,6 +56,15 @@ interface Recovered {
   readonly state: string;
 }
 
+/** A temp data directory for the replica-applier fixture, and the captured txns saved where it reads them. */
+function applierRun(source: CapturedSource, prefix: string): { txnsFile: string; dataDir: string; dbPath: string } {
+  const dir = makeTempDir(prefix);
+  const txnsFile = join(dir, 'txns.json');
+  saveTxns(txnsFile, source.txns);
+  const dataDir = join(dir, 'data');
+  return { txnsFile, dataDir, dbPath: join(dataDir, 'main', 'db.sqlite') };
+}
+
 function parseRecovered(line: string): Recovered {
   const m = /recovered seq=(\d+) checksum=([0-9a-f]{16}) decision=(\S+) journal=(true|false) verifyMs=\S+ state=(\S+)/.exec(line);
   if (m === null) throw new Error(`bad recovered line: ${line}`);
@@ -80,11 +89,7 @@ describe('replica crash safety (kill -9)', () => {
     const rand = rng(seed);
     const source = await captureSource({ bank: { accounts: 400, txns: 1200, seed, padBytes: 100 } });
     const last = source.txns[source.txns.length - 1]!.seq;
-    const dir = makeTempDir('walwire-crash-');
-    const txnsFile = join(dir, 'txns.json');
-    saveTxns(txnsFile, source.txns);
-    const dataDir = join(dir, 'data');
-    const dbPath = join(dataDir, 'main', 'db.sqlite');
+    const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-crash-');
 
     const spawnApplier = (batch: number, failpoints: string, pauseMs?: number): Child =>
       spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch, pauseMs })], { env: { WALWIRE_FAILPOINTS: failpoints } });
@@ -165,11 +170,7 @@ describe('replica crash safety (kill -9)', () => {
 
   it.each([4096, 512, 65536])('leaves a hot journal that read-only readers refuse until the restarted daemon rolls it back (page size %i)', async (pageSize) => {
     const source = await captureSource({ bank: { accounts: 100, txns: 40, padBytes: 40 }, pageSize });
-    const dir = makeTempDir('walwire-hot-');
-    const txnsFile = join(dir, 'txns.json');
-    saveTxns(txnsFile, source.txns);
-    const dataDir = join(dir, 'data');
-    const dbPath = join(dataDir, 'main', 'db.sqlite');
+    const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-hot-');
     await spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 5, untilSeq: 20, autoGo: true })]).succeeded();
     const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 10, autoGo: true })], {
       env: { WALWIRE_FAILPOINTS: 'replica.apply.mid-pages=kill@1' },
@@ -198,11 +199,7 @@ describe('replica crash safety (kill -9)', () => {
 describe('replica crash during the very first batch', () => {
   it('rolls an interrupted first batch back to an empty database (journal of zero records, original size 0)', async () => {
     const source = await captureSource({ bank: { accounts: 50, txns: 5 } });
-    const dir = makeTempDir('walwire-first-');
-    const txnsFile = join(dir, 'txns.json');
-    saveTxns(txnsFile, source.txns);
-    const dataDir = join(dir, 'data');
-    const dbPath = join(dataDir, 'main', 'db.sqlite');
+    const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-first-');
     const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 100, autoGo: true })], {
       env: { WALWIRE_FAILPOINTS: 'replica.apply.before-journal-delete=kill@1' },
     });
@@ -223,11 +220,7 @@ describe('replica crash during the very first batch', () => {
 describe('the lock after the commit point', () => {
   it('is released before the directory fsync and the cursor write: a reader with no busy timeout sees the batch while they run (regression: readers waited for both under the lock)', async () => {
     const source = await captureSource({ bank: { accounts: 50, txns: 40 } });
-    const dir = makeTempDir('walwire-unlock-');
-    const txnsFile = join(dir, 'txns.json');
-    saveTxns(txnsFile, source.txns);
-    const dataDir = join(dir, 'data');
-    const dbPath = join(dataDir, 'main', 'db.sqlite');
+    const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-unlock-');
     // The failpoint runs after the directory fsync, before cursor record 2: a 5 s window.
     const applier = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 1000, autoGo: true })], {
       env: { WALWIRE_FAILPOINTS: 'replica.apply.after-commit-before-cursor=delay(5000)@1' },

@@ -291,7 +291,7 @@ export class PrimaryNamespace {
     if (latest === undefined || latest.generation !== damaged.generation || latest.seq !== damaged.seq) return;
     this.#logger.error({ ns: this.name, generation: damaged.generation, seq: damaged.seq, err: err.message }, 'snapshot image damaged; rebuilding it from the database');
     this.#snapshotRebuild = (async () => {
-      while (this.#checkpointer.status(this.name)?.running === true) await sleep(2);
+      await this.#checkpointFinished();
       await this.#exclusive(async () => {
         if (this.#state !== 'running') return;
         await this.#ingest(await this.#tailer.readNew());
@@ -441,7 +441,7 @@ export class PrimaryNamespace {
     try {
       // A snapshot rebuild also establishes under the write lock: let it finish.
       if (this.#snapshotRebuild !== null) await this.#snapshotRebuild;
-      while (this.#checkpointer.status(this.name)?.running === true) await sleep(2);
+      await this.#checkpointFinished();
       await this.#tailer.seal();
       step('sealMs');
       await this.#exclusive(async () => {
@@ -503,6 +503,11 @@ export class PrimaryNamespace {
   }
 
   // -------------------------------------------------------------------------
+
+  /** Waits for this namespace's running checkpoint, if any (it takes the write lock outside the mutex). */
+  async #checkpointFinished(): Promise<void> {
+    while (this.#checkpointer.status(this.name)?.running === true) await sleep(2);
+  }
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#mutex.then(fn, fn);
