@@ -146,8 +146,12 @@ function frameRecord(out: Buffer): Buffer {
   return out;
 }
 
-/** Encodes a txn record (record header included). */
-export function encodeTxnRecord(txn: Txn, commits: number, pageSize: number, wal: WalPosition): Buffer {
+/**
+ * Encodes a txn record (record header included). With `pagesOut`, pushes a
+ * view of each page as encoded in the record (same order as `txn.pages`):
+ * a caller that keeps the pages then holds no memory but the record's.
+ */
+export function encodeTxnRecord(txn: Txn, commits: number, pageSize: number, wal: WalPosition, pagesOut?: PageImage[]): Buffer {
   const n = txn.pages.length;
   const out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + COMMON_BYTES + 8 + n * (4 + pageSize));
   out.fill(0, 0, RECORD_HEADER_BYTES + COMMON_BYTES);
@@ -163,6 +167,7 @@ export function encodeTxnRecord(txn: Txn, commits: number, pageSize: number, wal
   for (const p of txn.pages) {
     if (p.data.length !== pageSize) throw new LogCorruptError(`page ${p.pgno} has ${p.data.length} bytes, page size is ${pageSize}`);
     out.set(p.data, at);
+    pagesOut?.push({ pgno: p.pgno, data: out.subarray(at, at + pageSize) });
     at += pageSize;
   }
   return frameRecord(out);

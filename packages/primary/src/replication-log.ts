@@ -28,8 +28,9 @@
 import { existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { open, readFile, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClosedError, LogCorruptError, SnapshotRequiredError, type Txn } from '@walwire/protocol';
+import { ClosedError, LogCorruptError, SnapshotRequiredError, type PageImage, type Txn } from '@walwire/protocol';
 import { failpointAsync, fsyncDir, removeStaleTemps, writeFileDurable, type Logger } from '@walwire/runtime';
+import { LogTailCache } from './log-tail-cache.js';
 import {
   decodeSegmentHeader,
   encodeBlobRecord,
@@ -125,21 +126,17 @@ export class ReplicationLog {
   #closed = false;
   #recovery: LogRecovery = { unclean: false, verifiedSegments: 0, discardedBytes: 0, removedSegments: 0 };
   /**
-   * The newest durable records of the current generation, as written:
-   * consecutive seqs from `#tail[#tailStart]`. Only records made durable by
-   * this process enter it, it is emptied when the generation changes, and
-   * every read from it is verified (CRC) like a read from the segment.
+   * The newest durable records of the current generation (see
+   * log-tail-cache.ts). Only records made durable by this process enter it,
+   * it is emptied when the generation changes, and every record read from it
+   * is verified (CRC) like a read from the segment.
    */
-  readonly #tailCacheBytes: number;
-  #tail: ({ readonly seq: number; readonly buf: Buffer } | undefined)[] = [];
-  #tailGeneration: string | undefined;
-  #tailStart = 0;
-  #tailBytes = 0;
+  readonly #tail: LogTailCache;
 
   private constructor(options: ReplicationLogOptions) {
     this.#dir = options.dir;
     this.#segmentBytes = options.segmentBytes;
-    this.#tailCacheBytes = options.tailCacheBytes ?? 4 * 1024 * 1024;
+    this.#tail = new LogTailCache(options.tailCacheBytes ?? 4 * 1024 * 1024);
     this.#logger = options.logger;
   }
 
@@ -252,7 +249,7 @@ export class ReplicationLog {
     // The switch, in one synchronous step.
     const old = this.#segments;
     const oldActive = this.#active;
-    this.#clearCache();
+    this.#tail.clear();
     this.#segments = [segment];
     this.#active = active;
     this.#pageSize = start.pageSize;
@@ -272,12 +269,20 @@ export class ReplicationLog {
 
   /** Appends one seq of transactions; resolves once durable. */
   appendTxn(txn: Omit<Txn, 'seq'>, commits: number, wal: WalPosition): Promise<TxnRecord> {
-    if (this.#generationChange !== null) return this.#generationChange.then(() => this.appendTxn(txn, commits, wal));
+    if (this.#generationChange !== null) {
+      // Encoded after this call returns: copy the pages now, since the
+      // caller may reuse their memory (the tailer's read buffer) by then.
+      const owned = { ...txn, pages: txn.pages.map((p) => ({ pgno: p.pgno, data: new Uint8Array(p.data) })) };
+      return this.#generationChange.then(() => this.appendTxn(owned, commits, wal));
+    }
     const seq = this.#reserve();
-    const full: Txn = { ...txn, seq };
     const state: RecordState = { seq, checksum: txn.checksum, commitSize: txn.commitSize, wal };
-    const record: TxnRecord = { kind: 'txn', seq, generation: this.generation!, txn: full, commits };
-    return this.#enqueue(encodeTxnRecord(full, commits, this.#pageSize, wal), state, record) as Promise<TxnRecord>;
+    // The returned record's pages are views into the encoded record, never
+    // the caller's: the tailer reuses its read buffer for the next read.
+    const pages: PageImage[] = [];
+    const buf = encodeTxnRecord({ ...txn, seq }, commits, this.#pageSize, wal, pages);
+    const record: TxnRecord = { kind: 'txn', seq, generation: this.generation!, txn: { ...txn, seq, pages }, commits };
+    return this.#enqueue(buf, state, record) as Promise<TxnRecord>;
   }
 
   /** Appends a blob-put event as its own seq; the database state is unchanged. */
@@ -329,7 +334,7 @@ export class ReplicationLog {
         throw new SnapshotRequiredError(`segment holding seq ${seq} is gone (${(err as Error).message})`);
       });
       try {
-        while (seq <= last && seq - segment.header.firstSeq < offsets.length && !this.#isCached(seq, generation)) {
+        while (seq <= last && seq - segment.header.firstSeq < offsets.length && !this.#tail.has(generation, seq)) {
           const i = seq - segment.header.firstSeq;
           const start = offsets[i]!;
           const end = i + 1 < offsets.length ? offsets[i + 1]! : segment.size;
@@ -408,7 +413,7 @@ export class ReplicationLog {
     }
     // Seqs reserved by the failed appends were never acknowledged: reuse them.
     this.#nextSeq = (this.#head?.seq ?? 0) + 1;
-    this.#clearCache();
+    this.#tail.clear();
     this.#failed = undefined;
     this.#logger.warn({ dir: this.#dir, seq: this.#head?.seq ?? 0 }, 'replication log reopened after a failed append');
   }
@@ -453,48 +458,15 @@ export class ReplicationLog {
 
   // -------------------------------------------------------------------------
 
-  #isCached(seq: number, generation = this.generation): boolean {
-    if (generation !== this.#tailGeneration) return false;
-    const first = this.#tail[this.#tailStart]?.seq;
-    return first !== undefined && seq >= first && seq - first < this.#tail.length - this.#tailStart;
-  }
-
-  /** The record at `seq` from the tail cache, verified; undefined when not cached. */
+  /** The record at `seq` from the tail cache (a copy), verified; undefined when not cached. */
   #cached(seq: number, generation: string): LogRecord | undefined {
-    if (!this.#isCached(seq, generation)) return undefined;
-    const entry = this.#tail[this.#tailStart + seq - this.#tail[this.#tailStart]!.seq]!;
-    const r = readRecord(entry.buf, 0, generation);
+    const buf = this.#tail.get(generation, seq);
+    if (buf === undefined) return undefined;
+    const r = readRecord(buf, 0, generation);
     if (r.status !== 'ok' || r.decoded.record.seq !== seq) {
       throw new LogCorruptError(`${this.#dir}: cached record for seq ${seq} failed verification (${r.status === 'torn' ? r.reason : r.status})`);
     }
     return r.decoded.record;
-  }
-
-  #cache(seq: number, buf: Buffer): void {
-    const last = this.#tail.at(-1);
-    if ((last !== undefined && last.seq + 1 !== seq) || this.#tailGeneration !== this.generation) this.#clearCache();
-    this.#tailGeneration = this.generation;
-    this.#tail.push({ seq, buf });
-    this.#tailBytes += buf.length;
-    while (this.#tailBytes > this.#tailCacheBytes && this.#tailStart < this.#tail.length) {
-      this.#tailBytes -= this.#tail[this.#tailStart]!.buf.length;
-      // Dropped at once: a slot left referencing its record would keep it
-      // alive until the next compaction (found by a heap snapshot: large
-      // records never reached a compaction threshold and piled up).
-      this.#tail[this.#tailStart] = undefined;
-      this.#tailStart++;
-    }
-    if (this.#tailStart * 2 > this.#tail.length) {
-      this.#tail = this.#tail.slice(this.#tailStart);
-      this.#tailStart = 0;
-    }
-  }
-
-  #clearCache(): void {
-    this.#tailGeneration = undefined;
-    this.#tail = [];
-    this.#tailStart = 0;
-    this.#tailBytes = 0;
   }
 
   #assertOpen(): void {
@@ -565,7 +537,7 @@ export class ReplicationLog {
         }
         segment.size = at;
         this.#head = batch.at(-1)!.state;
-        for (const p of batch) this.#cache(p.state.seq, p.buf);
+        for (const p of batch) this.#tail.add(this.generation!, p.state.seq, p.buf);
         for (const p of batch) p.resolve(p.record);
       } catch (err) {
         // A failed write or fsync leaves the file in an unknown state

@@ -62,28 +62,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  */
 const SYNC_READ_BYTES = 1024 * 1024;
 
+/** Capacity of the reused read buffer (see `#readBuffer`): every synchronous read fits. */
+const READ_BUFFER_BYTES = SYNC_READ_BYTES;
+
 /** Size of the first read of a `readNew` (see there). */
 const FIRST_READ_BYTES = 64 * 1024;
-
-/**
- * The commits of one scan, with their pages moved out of the scanned
- * buffer into one new buffer of exactly their bytes (the frames of
- * consecutive commits are contiguous in the WAL, so one copy).
- */
-function own(commits: readonly WalCommit[], frameBytes: number): WalCommit[] {
-  if (commits.length === 0) return [];
-  const first = commits[0]!.frames[0]!;
-  const start = first.offset;
-  const end = commits[commits.length - 1]!.endOffset;
-  // The first frame's header sits just before its page in the scanned buffer.
-  const from = new Uint8Array(first.page.buffer, first.page.byteOffset - WAL_FRAME_HEADER_BYTES, end - start);
-  const copy = Buffer.allocUnsafe(end - start);
-  copy.set(from);
-  return commits.map((c) => ({
-    ...c,
-    frames: c.frames.map((f) => ({ ...f, page: copy.subarray(f.offset - start + WAL_FRAME_HEADER_BYTES, f.offset - start + frameBytes) })),
-  }));
-}
 
 export interface WalTailerOptions {
   readonly dbPath: string;
@@ -94,6 +77,10 @@ export interface WalTailerOptions {
 
 /** New committed transactions found by one read. */
 export interface TailRead {
+  /**
+   * Their pages may be views into the tailer's read buffer, which the next
+   * `readNew`, `repin` or `establish` reuses: log (encode) them before that.
+   */
   readonly commits: readonly WalCommit[];
   /** Scan state after the last commit returned (undefined: no WAL header yet). */
   readonly state: WalScanState | undefined;
@@ -136,16 +123,17 @@ export class WalTailer {
   #onChange: (() => void) | undefined;
   #closed = false;
   /**
-   * Reused for every synchronous read (at most SYNC_READ_BYTES, kept at the
-   * largest size used): the frames a pass keeps are copied out of it
-   * (`own`), so no page view outlives the read. A fresh buffer per read
-   * cost a 64 KiB or larger allocation per commit when keeping up with a
-   * writer; as external memory, that rate (64 MB/s at 1,000 commits/s) kept
-   * V8 running full mark-compact collections several times a second, each
-   * a pause of several ms in every stage of the primary (found with a
-   * commit-to-log probe: most commits slower than 5 ms overlapped a GC).
+   * Every synchronous read lands here, each at the end of the previous
+   * one's whole commits, and the commits returned are views into it: no
+   * per-read allocation and no copy. The next `readNew` starts again at 0,
+   * which is why a TailRead's pages are only valid until then. A fresh
+   * buffer per read (then a copy of the frames kept, then the log record:
+   * two allocations per commit) cost about 2 × the write rate in external
+   * memory that only a GC gives back: 20–30 MB held at 50 MB/s, most of the
+   * primary's RSS growth under load. Allocated at READ_BUFFER_BYTES on first
+   * use and kept.
    */
-  #scratch: Buffer | undefined;
+  #readBuffer: Buffer | undefined;
 
   constructor(control: Database.Database, options: WalTailerOptions) {
     this.#options = options;
@@ -402,6 +390,7 @@ export class WalTailer {
     const maxChunk = Math.max(frameBytes, Math.floor(this.#options.walReadBytes / frameBytes) * frameBytes);
     let chunk = Math.min(maxChunk, Math.max(frameBytes, Math.floor(FIRST_READ_BYTES / frameBytes) * frameBytes));
     let readBytes = 0;
+    let used = 0;
     let more = false;
     while (state.offset + frameBytes <= size) {
       if (readBytes >= limitBytes && commits.length > 0) {
@@ -414,12 +403,16 @@ export class WalTailer {
       let bytesRead: number;
       let scan: ReturnType<typeof scanWalFrames>;
       if (want <= SYNC_READ_BYTES) {
-        // Read, scan and copy out with no await in between: the scratch is never shared.
-        if (this.#scratch === undefined || this.#scratch.length < want) this.#scratch = Buffer.allocUnsafe(Math.max(want, FIRST_READ_BYTES));
-        buf = this.#scratch;
+        this.#readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        // Past `used` lie only frames of no commit returned (an open
+        // transaction's, read again now); when the rest is too small, a
+        // fresh buffer that the returned pages alone keep.
+        const inPlace = READ_BUFFER_BYTES - used >= want;
+        buf = inPlace ? this.#readBuffer.subarray(used, used + want) : Buffer.allocUnsafe(want);
         bytesRead = readSync(file.fd, buf, 0, want, state.offset);
         scan = scanWalFrames(buf.subarray(0, bytesRead), state.offset, state);
-        for (const c of own(scan.commits, frameBytes)) commits.push(c);
+        if (inPlace) used += scan.state.offset - state.offset;
+        for (const c of scan.commits) commits.push(c);
       } else {
         // A fresh buffer, mostly frames: the page views may keep it.
         buf = Buffer.allocUnsafe(want);
