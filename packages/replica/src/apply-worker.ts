@@ -452,12 +452,15 @@ export class ApplyWorker {
    * the applied seq before the batch, Sp its last seq:
    *   1. plan and journal built without SQLite's lock (readers go on; this
    *      worker is the only writer, so nothing it read can change).
-   *   2. cursor record 1 (pending Sp, Cp): temp, fsync, rename.
+   *   2. cursor record 1 (pending Sp, Cp): written in place, fdatasync
+   *      (cursor-store.ts; a file still in the one-record layout is
+   *      replaced once: temp, fsync, rename, and 4's directory fsync).
    *        crash → db at Sc, cursor Sc + pending: recover() keeps Sc.
    *   3. journal written to `-journal.walwire-tmp`, fdatasync'd, closed.
    *        crash → recover() deletes the temp; db untouched, at Sc.
    *   4. BEGIN EXCLUSIVE (retried in slices), the journal renamed to
-   *      `-journal`, fsync the directory (2's and 4's names durable).
+   *      `-journal`, fsync the directory (4's name durable, and 2's when
+   *      it replaced a one-record cursor file).
    *        crash → a whole hot journal of original pages (or, after a power
    *        loss before the fsync, still the temp) over an untouched
    *        database: rollback restores the same bytes.
@@ -471,12 +474,12 @@ export class ApplyWorker {
    *      the directory (the unlink durable against power loss; until then
    *      a power loss may restore the journal, and recovery rolls back to
    *      Sc, as record 1 allows).
-   *   8. cursor record 2 (applied Sp): temp, fsync, rename, directory fsync,
+   *   8. cursor record 2 (applied Sp): written in place, fdatasync,
    *      now when `settle` is true, else deferred to `settle()`: while
    *      batches follow each other, the next batch's record 1 carries
    *      applied = Sp anyway, and until then record 1 of this batch plus
-   *      the database checksum identify Sp (step 6). That saves two syncs
-   *      per batch under load.
+   *      the database checksum identify Sp (step 6). That saves one
+   *      fdatasync per batch under load.
    */
   apply(generation: string, batch: PackedBatch, durableCap: number, settle: boolean): ApplyResult {
     const started = performance.now();
@@ -599,7 +602,8 @@ export class ApplyWorker {
       }
       failpoint('replica.apply.after-journal-temp');
       // 4. EXCLUSIVE lock, the journal renamed into place (it is hot from
-      //    here), directory fsync (the journal's name and record 1's).
+      //    here), directory fsync (the journal's name, and record 1's
+      //    when that write replaced a one-record cursor file).
       lockWaitMs = this.#beginExclusive();
       renameSync(tempPath, this.#data.journalPath);
       journalTemp = false;

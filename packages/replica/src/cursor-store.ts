@@ -2,13 +2,22 @@
  * The replica cursor: per namespace, the applied position {generation, seq,
  * checksum}, the durable seq, the batch in flight, and a latched divergence.
  *
- * Stored as one small JSON file (`cursor.json`) with a CRC-32 over the record,
- * replaced atomically (temp file, fsync, rename, directory fsync; invariant 5).
- * A file rather than a SQLite database: the record is ~300 bytes written once
- * or twice per batch, a rename is a single atomic step with no journal of its
- * own, and the daemon keeps no second SQLite file whose descriptors could be
- * closed by accident (design.md, POSIX-lock trap). The CRC catches a corrupt
- * or hand-edited file (invariant 4).
+ * Stored in `cursor.json` as two fixed slots of CURSOR_SLOT_BYTES, each one
+ * JSON line `{"crc","n","record"}` padded with spaces: `n` counts writes,
+ * `crc` is the CRC-32 of the record's JSON (invariant 4). A write goes in
+ * place into the slot not holding the newest record, then fdatasync: no
+ * temp file, rename or directory fsync, which were half of the syscalls of
+ * a small batch's apply (cursor record 1 took 0.55 ms of 2.2 at 1,000
+ * commits/s; 0.22 ms in place). A crash during the write tears at most
+ * that slot, which then fails its CRC, and the other slot holds the record
+ * before (the write was never relied on). So a read takes the valid slot
+ * with the higher `n`. Only a file missing or in the older one-record
+ * layout is replaced whole: temp file, fsync, rename, directory fsync.
+ *
+ * A file rather than a SQLite database: the record is ~300 bytes written
+ * once or twice per batch, and the daemon keeps no second SQLite file
+ * whose descriptors could be closed by accident (design.md, POSIX-lock
+ * trap).
  *
  * The applier writes the record twice per batch (apply-worker.ts):
  *   1. before the commit point: `pending` = the batch's last seq and the
@@ -21,12 +30,15 @@
  *
  * Only the apply worker thread writes this file, so writes never race.
  */
-import { closeSync, constants, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fdatasyncSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { CursorCorruptError, EMPTY_CHECKSUM, crc32, isChecksum, isGeneration } from '@walwire/protocol';
 import { fsyncDirSync, tempPathFor } from '@walwire/runtime';
 
 export const CURSOR_FORMAT_VERSION = 1;
+
+/** Size of each of the cursor file's two record slots; the file is twice this. */
+export const CURSOR_SLOT_BYTES = 4096;
 
 /** A batch whose pages may or may not have been committed (crash between the two writes). */
 export interface PendingBatch {
@@ -85,72 +97,163 @@ export const INITIAL_CURSOR: CursorRecord = Object.freeze({
 
 interface StoredCursor {
   readonly crc: number;
+  /** Write count; absent in the one-record layout (counts as 0). */
+  readonly n?: number;
   readonly record: CursorRecord;
+}
+
+type Slot = { readonly kind: 'record'; readonly n: number; readonly record: CursorRecord } | { readonly kind: 'empty' } | { readonly kind: 'damaged'; readonly why: string };
+
+/** Parses one slot: its first line, the rest being padding. */
+function parseSlot(bytes: Buffer): Slot {
+  const end = bytes.indexOf(0x0a);
+  const text = bytes.toString('utf8', 0, end < 0 ? bytes.length : end);
+  if (text.trim() === '' && end <= 0) return { kind: 'empty' };
+  let stored: StoredCursor;
+  try {
+    stored = JSON.parse(text) as StoredCursor;
+  } catch (err) {
+    return { kind: 'damaged', why: `not JSON: ${(err as Error).message}` };
+  }
+  if (typeof stored !== 'object' || stored === null || typeof stored.crc !== 'number' || typeof stored.record !== 'object') {
+    return { kind: 'damaged', why: 'lacks the crc and record fields' };
+  }
+  const actual = crc32(Buffer.from(JSON.stringify(stored.record)));
+  if (actual !== stored.crc) return { kind: 'damaged', why: `has CRC-32 ${stored.crc}, its record gives ${actual}` };
+  const problem = recordProblem(stored.record);
+  if (problem !== null) return { kind: 'damaged', why: problem };
+  return { kind: 'record', n: Number.isSafeInteger(stored.n) ? stored.n! : 0, record: stored.record };
+}
+
+/** The slots of an open cursor file; `twoSlots` is false for the older one-record layout (or a missing second slot). */
+function readSlots(fd: number): { readonly slots: readonly Slot[]; readonly twoSlots: boolean } {
+  const image = Buffer.alloc(2 * CURSOR_SLOT_BYTES + 1);
+  let got = 0;
+  for (let n = -1; n !== 0 && got < image.length; got += n) n = readSync(fd, image, got, image.length - got, got);
+  const twoSlots = got === 2 * CURSOR_SLOT_BYTES;
+  if (!twoSlots) return { slots: [parseSlot(image.subarray(0, got))], twoSlots };
+  return { slots: [parseSlot(image.subarray(0, CURSOR_SLOT_BYTES)), parseSlot(image.subarray(CURSOR_SLOT_BYTES, got))], twoSlots };
+}
+
+/** Index of the slot with the newest record, or -1. */
+function newestSlot(slots: readonly Slot[]): number {
+  let best = -1;
+  slots.forEach((slot, i) => {
+    if (slot.kind !== 'record') return;
+    const b = slots[best];
+    if (b === undefined || b.kind !== 'record' || slot.n > b.n) best = i;
+  });
+  return best;
+}
+
+function corruptError(path: string, slots: readonly Slot[]): CursorCorruptError {
+  const whys = slots.map((s, i) => `slot ${i} ${s.kind === 'damaged' ? s.why : 'is empty'}`);
+  return new CursorCorruptError(`cursor file ${path} holds no valid record: ${whys.join('; ')}`);
 }
 
 /** Reads a cursor file; a missing file is the initial cursor. Throws CursorCorruptError. */
 export function readCursorSync(path: string): CursorRecord {
   if (!existsSync(path)) return INITIAL_CURSOR;
-  const text = readFileSync(path, 'utf8');
-  let stored: StoredCursor;
+  // Not a SQLite file: closing the descriptor is safe.
+  const fd = openSync(path, constants.O_RDONLY);
   try {
-    stored = JSON.parse(text) as StoredCursor;
-  } catch (err) {
-    throw new CursorCorruptError(`cursor file ${path} is not JSON: ${(err as Error).message}`);
+    const { slots } = readSlots(fd);
+    const i = newestSlot(slots);
+    if (i < 0) throw corruptError(path, slots);
+    return (slots[i] as Extract<Slot, { kind: 'record' }>).record;
+  } finally {
+    closeSync(fd);
   }
-  if (typeof stored !== 'object' || stored === null || typeof stored.crc !== 'number' || typeof stored.record !== 'object') {
-    throw new CursorCorruptError(`cursor file ${path} lacks the crc and record fields`);
-  }
-  const actual = crc32(Buffer.from(JSON.stringify(stored.record)));
-  if (actual !== stored.crc) {
-    throw new CursorCorruptError(`cursor file ${path} has CRC-32 ${stored.crc}, its record gives ${actual}`);
-  }
-  checkRecord(path, stored.record);
-  return stored.record;
+}
+
+/** One slot's bytes: the JSON line, then spaces. */
+function slotBytes(record: CursorRecord, n: number): Buffer {
+  const body = JSON.stringify(record);
+  const line = `${JSON.stringify({ crc: crc32(Buffer.from(body)), n, record } satisfies StoredCursor)}\n`;
+  const out = Buffer.alloc(CURSOR_SLOT_BYTES, 0x20);
+  const len = out.write(line, 0, 'utf8');
+  if (len < Buffer.byteLength(line)) throw new RangeError(`cursor record is ${Buffer.byteLength(line)} bytes, over the ${CURSOR_SLOT_BYTES}-byte slot`);
+  return out;
 }
 
 /**
- * Replaces the cursor file atomically: temp file, write, fsync, close,
- * rename over the target, then (unless `syncDir` is false) fsync the
- * directory. Crash before the rename: the old record stays and the temp is
- * removed at the next start (removeStaleTemps). Crash after it: the new
- * record, whole. `syncDir: false` lets the caller fold the directory fsync
- * into a later one that it must issue before relying on the new record.
+ * Writes `record` as the newest cursor record. In a two-slot file: into
+ * the slot not holding the newest record, then fdatasync (see the file
+ * comment for the crash behaviour). A missing file, one in the
+ * one-record layout or one without a valid record is replaced atomically: temp file, write, fsync,
+ * close, rename, then (unless `syncDir` is false) fsync the directory;
+ * crash before the rename: the old file stays and the temp is removed at
+ * the next start (removeStaleTemps). `syncDir: false` lets the caller fold
+ * that directory fsync into a later one that it must issue before relying
+ * on the new record.
  */
 export function writeCursorSync(path: string, record: CursorRecord, options: { syncDir?: boolean } = {}): void {
-  const body = JSON.stringify(record);
-  const text = `${JSON.stringify({ crc: crc32(Buffer.from(body)), record } satisfies StoredCursor)}\n`;
+  let fd = -1;
+  try {
+    fd = openSync(path, constants.O_RDWR);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (fd >= 0) {
+    // Close exactly once: a second close could hit a descriptor number
+    // another thread has reused since, such as the kept database descriptor.
+    let replace = false;
+    try {
+      const { slots, twoSlots } = readSlots(fd);
+      const newest = newestSlot(slots);
+      // In place only beside a valid record: it is what a torn write falls back to.
+      if (twoSlots && newest >= 0) {
+        const n = (slots[newest] as Extract<Slot, { kind: 'record' }>).n + 1;
+        const target = newest === 0 ? 1 : 0;
+        writeFully(fd, slotBytes(record, n), target * CURSOR_SLOT_BYTES);
+        fdatasyncSync(fd);
+        return;
+      }
+      replace = true;
+    } finally {
+      closeSync(fd);
+    }
+    if (!replace) return;
+  }
+  replaceFile(path, record, options.syncDir !== false);
+}
+
+function writeFully(fd: number, buf: Buffer, position: number): void {
+  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off, position + off);
+}
+
+/** Writes a two-slot file holding `record` (slot 0, n 1) under a temp name and renames it over `path`. */
+function replaceFile(path: string, record: CursorRecord, syncDir: boolean): void {
+  const image = Buffer.alloc(2 * CURSOR_SLOT_BYTES, 0x20);
+  slotBytes(record, 1).copy(image, 0);
   const temp = tempPathFor(path);
   // The temp file is never a SQLite file, so closing its descriptor is safe.
   const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
   try {
-    writeSync(fd, text);
+    writeFully(fd, image, 0);
     fsyncSync(fd);
   } catch (err) {
     closeSync(fd);
     rmSync(temp, { force: true });
     throw err;
   }
-  // Close exactly once: a second close could hit a descriptor number another
-  // thread has reused since, such as the kept database descriptor.
   closeSync(fd);
   renameSync(temp, path);
-  if (options.syncDir !== false) fsyncDirSync(dirname(path));
+  if (syncDir) fsyncDirSync(dirname(path));
 }
 
-function checkRecord(path: string, r: CursorRecord): void {
-  const bad = (what: string): never => {
-    throw new CursorCorruptError(`cursor file ${path}: ${what}`);
-  };
-  if (r.version !== CURSOR_FORMAT_VERSION) bad(`version ${String(r.version)} is not ${CURSOR_FORMAT_VERSION}`);
-  if (r.generation !== null && !isGeneration(r.generation)) bad('generation is not 32 hex digits');
-  if (!Number.isSafeInteger(r.appliedSeq) || r.appliedSeq < 0) bad('appliedSeq is not a seq');
-  if (!Number.isSafeInteger(r.durableSeq) || r.durableSeq < 0 || r.durableSeq > r.appliedSeq) bad('durableSeq is not within [0, appliedSeq]');
-  if (!isChecksum(r.checksum)) bad('checksum is not 16 hex digits');
+/** What makes a record that passed its CRC invalid, or null. */
+function recordProblem(r: CursorRecord): string | null {
+  if (r.version !== CURSOR_FORMAT_VERSION) return `version ${String(r.version)} is not ${CURSOR_FORMAT_VERSION}`;
+  if (r.generation !== null && !isGeneration(r.generation)) return 'generation is not 32 hex digits';
+  if (!Number.isSafeInteger(r.appliedSeq) || r.appliedSeq < 0) return 'appliedSeq is not a seq';
+  if (!Number.isSafeInteger(r.durableSeq) || r.durableSeq < 0 || r.durableSeq > r.appliedSeq) return 'durableSeq is not within [0, appliedSeq]';
+  if (!isChecksum(r.checksum)) return 'checksum is not 16 hex digits';
   if (r.pending !== null) {
     const install = r.pending.generation !== undefined;
     if (typeof r.pending !== 'object' || !isChecksum(r.pending.checksum) || (install ? !isGeneration(r.pending.generation) : !(r.pending.seq > r.appliedSeq))) {
-      bad('pending batch is malformed');
+      return 'pending batch is malformed';
     }
   }
+  return null;
 }

@@ -20,6 +20,7 @@ export {
   type DivergedState,
   INITIAL_CURSOR,
   CURSOR_FORMAT_VERSION,
+  CURSOR_SLOT_BYTES,
   readCursorSync,
   writeCursorSync,
 } from './cursor-store.js';

@@ -1,11 +1,14 @@
 /** Options, cursor store and durability tracker. */
 import { describe, expect, it } from 'vitest';
-import { readdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { readdirSync, writeFileSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CursorCorruptError, InvalidOptionError, InvalidTxnError } from '@walwire/protocol';
+import { CursorCorruptError, InvalidOptionError, InvalidTxnError, crc32 } from '@walwire/protocol';
+
+const crcOf = (r: CursorRecord): number => crc32(Buffer.from(JSON.stringify(r)));
 import {
   DEFAULT_REPLICA_OPTIONS,
   DurabilityTracker,
+  CURSOR_SLOT_BYTES,
   INITIAL_CURSOR,
   type CursorRecord,
   readCursorSync,
@@ -66,6 +69,64 @@ describe('cursor store', () => {
     writeFileSync(path, readFileSync(path, 'utf8').replace('"appliedSeq":42', '"appliedSeq":43'));
     expect(() => readCursorSync(path)).toThrow(CursorCorruptError);
     expect(() => readCursorSync(path)).toThrow(/CRC-32/);
+  });
+
+  it('writes after the first go in place, alternating between the two slots: same file, no rename', () => {
+    const dir = makeTempDir();
+    const path = join(dir, 'cursor.json');
+    writeCursorSync(path, record);
+    const { ino } = statSync(path);
+    for (let seq = 43; seq <= 46; seq++) {
+      writeCursorSync(path, { ...record, pending: null, appliedSeq: seq, durableSeq: seq });
+      expect(readCursorSync(path).appliedSeq).toBe(seq);
+    }
+    expect(statSync(path)).toMatchObject({ ino, size: 2 * CURSOR_SLOT_BYTES });
+    const text = readFileSync(path, 'utf8');
+    // Slot 0 holds the 1st, 3rd, 5th write; slot 1 the 2nd and 4th.
+    expect(JSON.parse(text.slice(0, CURSOR_SLOT_BYTES)).record.appliedSeq).toBe(46);
+    expect(JSON.parse(text.slice(CURSOR_SLOT_BYTES)).record.appliedSeq).toBe(45);
+    expect(readdirSync(dir)).toEqual(['cursor.json']);
+  });
+
+  it('a torn write of the newest slot falls back to the record before it; both slots damaged is WALWIRE_ERR_CURSOR_CORRUPT', () => {
+    const path = join(makeTempDir(), 'cursor.json');
+    writeCursorSync(path, record);
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 45, durableSeq: 45 });
+    const image = readFileSync(path);
+    // A write into slot 1 that stopped half-way: the new line's first half over the old padding.
+    const torn = Buffer.from(image);
+    torn.fill(0x20, CURSOR_SLOT_BYTES + 60, 2 * CURSOR_SLOT_BYTES);
+    writeFileSync(path, torn);
+    expect(readCursorSync(path)).toEqual(record);
+    // The next write goes into the torn slot, beside the record it fell back to.
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 46, durableSeq: 46 });
+    expect(readCursorSync(path).appliedSeq).toBe(46);
+    const both = readFileSync(path);
+    both.fill(0x20, 60, CURSOR_SLOT_BYTES);
+    both.fill(0x20, CURSOR_SLOT_BYTES + 60, 2 * CURSOR_SLOT_BYTES);
+    writeFileSync(path, both);
+    const err = (() => {
+      try {
+        readCursorSync(path);
+      } catch (e) {
+        return e as CursorCorruptError;
+      }
+      return undefined;
+    })();
+    expect(err?.code).toBe('WALWIRE_ERR_CURSOR_CORRUPT');
+    expect(err?.message).toMatch(/slot 0 not JSON.*slot 1 not JSON/);
+  });
+
+  it('reads a cursor file of the one-record layout, and its next write replaces it with the two-slot file', () => {
+    const dir = makeTempDir();
+    const path = join(dir, 'cursor.json');
+    // As walwire before the two-slot layout wrote it.
+    writeFileSync(path, `${JSON.stringify({ crc: 0, record })}\n`.replace('"crc":0', `"crc":${crcOf(record)}`));
+    expect(readCursorSync(path)).toEqual(record);
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 45, durableSeq: 45 });
+    expect(statSync(path).size).toBe(2 * CURSOR_SLOT_BYTES);
+    expect(readCursorSync(path).appliedSeq).toBe(45);
+    expect(readdirSync(dir)).toEqual(['cursor.json']);
   });
 
   it('rejects a file that is not JSON or lacks fields, and a record out of range', () => {
