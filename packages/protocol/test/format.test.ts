@@ -133,6 +133,31 @@ describe('WAL scan over encoded frames', () => {
     expect(result.state.offset).toBe(bytes.length);
   });
 
+  it.each([false, true])('scans bytes at an odd address like aligned bytes, and a flipped page byte stops it there (bigEndian=%s)', (be) => {
+    // The scan reads checksum words through a u32 view when it can; bytes
+    // that are not 4-byte aligned take the DataView path.
+    const { bytes } = build(be, [[1, 2], [3], [2, 4, 5]]);
+    const atOdd = (b: Uint8Array): Uint8Array => {
+      const out = new Uint8Array(new ArrayBuffer(b.length + 1), 1, b.length);
+      out.set(b);
+      return out;
+    };
+    const odd = atOdd(bytes);
+    const hdr = parseWalHeader(bytes);
+    const aligned = scanWalFrames(bytes, 0, initialWalState(hdr));
+    const unaligned = scanWalFrames(odd, 0, initialWalState(hdr));
+    expect(unaligned.state).toEqual(aligned.state);
+    expect(unaligned.commits.map((c) => c.frames.map((f) => [f.pgno, Buffer.from(f.page).toString('hex')]))).toEqual(
+      aligned.commits.map((c) => c.frames.map((f) => [f.pgno, Buffer.from(f.page).toString('hex')])),
+    );
+    const flippedBytes = Uint8Array.from(bytes);
+    flippedBytes[32 + 3 * (24 + pageSize) + 24 + 100]! ^= 1; // a page byte of the 4th frame (first of the last commit)
+    for (const flipped of [flippedBytes, atOdd(flippedBytes)]) {
+      const r = scanWalFrames(flipped, 0, initialWalState(hdr));
+      expect([r.stop, r.commits.length, r.stopOffset]).toEqual(['checksum-mismatch', 2, 32 + 3 * (24 + pageSize)]);
+    }
+  });
+
   it('ships nothing past the last commit frame', () => {
     const { bytes } = build(false, [[1], [2, 3]]);
     const cut = bytes.subarray(0, bytes.length - (24 + pageSize)); // drop the second commit frame

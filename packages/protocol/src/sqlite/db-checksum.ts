@@ -18,19 +18,20 @@
 import { hash } from 'node:crypto';
 import { lockBytePage, normalizePage1 } from './page1.js';
 
-const scratch = { buf: new Uint8Array(4 + 65536) };
+const scratch = { buf: new Uint8Array(4 + 4096) };
 
 /** The 64-bit hash of page `pgno` with contents `data`, as [hi, lo] u32 words. */
 export function pageHash(pgno: number, data: Uint8Array): [number, number] {
+  // Sized to the page exactly (pages of one database share a size), so the
+  // hash input is the scratch itself: no view allocated per page.
   const len = 4 + data.length;
-  if (scratch.buf.length < len) scratch.buf = new Uint8Array(len);
-  const buf = scratch.buf;
-  buf[0] = pgno >>> 24;
-  buf[1] = (pgno >>> 16) & 0xff;
-  buf[2] = (pgno >>> 8) & 0xff;
-  buf[3] = pgno & 0xff;
-  buf.set(data, 4);
-  const input = buf.subarray(0, len);
+  if (scratch.buf.length !== len) scratch.buf = new Uint8Array(len);
+  const input = scratch.buf;
+  input[0] = pgno >>> 24;
+  input[1] = (pgno >>> 16) & 0xff;
+  input[2] = (pgno >>> 8) & 0xff;
+  input[3] = pgno & 0xff;
+  input.set(data, 4);
   if (pgno === 1) normalizePage1(input.subarray(4));
   const digest = hash('sha256', input, 'buffer');
   return [digest.readUInt32BE(0), digest.readUInt32BE(4)];

@@ -182,19 +182,45 @@ export function scanWalFrames(bytes: Uint8Array, bytesOffset: number, state: Wal
   if (offset < bytesOffset) {
     throw new WalFormatError(`scan starts at offset ${offset}, before the bytes given at ${bytesOffset}`);
   }
+  // The checksum runs over every byte the tailer reads, so it allocates
+  // nothing per frame: one u32 view of the bytes when their word order is
+  // the host's and they are 4-byte aligned (frames start at multiples of
+  // 24 + pageSize, so every frame is then aligned too), else the DataView.
+  const words = header.bigEndian === HOST_BIG_ENDIAN && bytes.byteOffset % 4 === 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : null;
+  const little = !header.bigEndian;
+  let s0 = checksum[0];
+  let s1 = checksum[1];
   while (offset - bytesOffset + frameBytes <= bytes.length) {
     const at = offset - bytesOffset;
     if (view.getUint32(at + 8, false) !== header.salt1 || view.getUint32(at + 12, false) !== header.salt2) {
       stop = 'salt-mismatch';
       break;
     }
-    let next = walChecksum(bytes, at, at + 8, header.bigEndian, checksum);
-    next = walChecksum(bytes, at + WAL_FRAME_HEADER_BYTES, at + frameBytes, header.bigEndian, next);
-    if (next[0] !== view.getUint32(at + 16, false) || next[1] !== view.getUint32(at + 20, false)) {
+    // §4.3: frame-header bytes 0–7, then the page, seeded with the previous frame's checksum.
+    let c0 = s0;
+    let c1 = s1;
+    if (words !== null) {
+      const w = at >>> 2;
+      c0 = (c0 + words[w]! + c1) >>> 0;
+      c1 = (c1 + words[w + 1]! + c0) >>> 0;
+      for (let i = (at + WAL_FRAME_HEADER_BYTES) >>> 2, end = (at + frameBytes) >>> 2; i < end; i += 2) {
+        c0 = (c0 + words[i]! + c1) >>> 0;
+        c1 = (c1 + words[i + 1]! + c0) >>> 0;
+      }
+    } else {
+      c0 = (c0 + view.getUint32(at, little) + c1) >>> 0;
+      c1 = (c1 + view.getUint32(at + 4, little) + c0) >>> 0;
+      for (let i = at + WAL_FRAME_HEADER_BYTES, end = at + frameBytes; i < end; i += 8) {
+        c0 = (c0 + view.getUint32(i, little) + c1) >>> 0;
+        c1 = (c1 + view.getUint32(i + 4, little) + c0) >>> 0;
+      }
+    }
+    if (c0 !== view.getUint32(at + 16, false) || c1 !== view.getUint32(at + 20, false)) {
       stop = 'checksum-mismatch';
       break;
     }
-    checksum = next;
+    s0 = c0;
+    s1 = c1;
     const frame: WalFrame = {
       pgno: view.getUint32(at, false),
       commitSize: view.getUint32(at + 4, false),
@@ -205,6 +231,7 @@ export function scanWalFrames(bytes: Uint8Array, bytesOffset: number, state: Wal
     pending.push(frame);
     if (frame.commitSize !== 0) {
       commits.push({ frames: pending, commitSize: frame.commitSize, endOffset: offset });
+      checksum = [s0, s1];
       committed = { header, offset, checksum };
       pending = [];
     }
