@@ -9,8 +9,10 @@
  * its buffer to the old generation, where garbage is only reclaimed by a
  * full mark-compact. At a high write rate that left tens of MB of dead
  * records in the primary's RSS between collections. With the ring, the
- * record buffer the log encodes dies young (it lives from encode to
- * fdatasync), and the cache costs exactly its capacity.
+ * record buffer the log encodes lives only as long as the record emitted
+ * for it is held (by nothing, once the 'record' listeners have run, unless
+ * an embedding application keeps it), and the cache costs exactly its
+ * capacity.
  *
  * Readers get copies (`get`): a record read from the cache may be held
  * across awaits (a sender waiting for its send window) while later appends

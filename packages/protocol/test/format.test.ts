@@ -150,6 +150,12 @@ describe('WAL scan over encoded frames', () => {
     expect(unaligned.commits.map((c) => c.frames.map((f) => [f.pgno, Buffer.from(f.page).toString('hex')]))).toEqual(
       aligned.commits.map((c) => c.frames.map((f) => [f.pgno, Buffer.from(f.page).toString('hex')])),
     );
+    // Aligned bytes that start 2 bytes before the first frame (file offset
+    // 30): the frames are not word-aligned in them (was: read the words
+    // rounded down, so a valid frame failed its checksum).
+    const from30 = Uint8Array.from(bytes.subarray(30));
+    const shifted = scanWalFrames(from30, 30, initialWalState(hdr));
+    expect([shifted.stop, shifted.state]).toEqual(['end', aligned.state]);
     const flippedBytes = Uint8Array.from(bytes);
     flippedBytes[32 + 3 * (24 + pageSize) + 24 + 100]! ^= 1; // a page byte of the 4th frame (first of the last commit)
     for (const flipped of [flippedBytes, atOdd(flippedBytes)]) {

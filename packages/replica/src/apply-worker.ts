@@ -454,13 +454,12 @@ export class ApplyWorker {
    *      worker is the only writer, so nothing it read can change).
    *   2. cursor record 1 (pending Sp, Cp): written in place, fdatasync
    *      (cursor-store.ts; a file still in the one-record layout is
-   *      replaced once: temp, fsync, rename, and 4's directory fsync).
+   *      replaced once: temp, fsync, rename, directory fsync).
    *        crash → db at Sc, cursor Sc + pending: recover() keeps Sc.
    *   3. journal written to `-journal.walwire-tmp`, fdatasync'd, closed.
    *        crash → recover() deletes the temp; db untouched, at Sc.
    *   4. BEGIN EXCLUSIVE (retried in slices), the journal renamed to
-   *      `-journal`, fsync the directory (4's name durable, and 2's when
-   *      it replaced a one-record cursor file).
+   *      `-journal`, fsync the directory (the journal's name durable).
    *        crash → a whole hot journal of original pages (or, after a power
    *        loss before the fsync, still the temp) over an untouched
    *        database: rollback restores the same bytes.
@@ -586,7 +585,6 @@ export class ApplyWorker {
       writeCursorSync(
         this.#data.cursorPath,
         { ...cursor, generation, pending: { fromSeq: plan.txns[0]!.seq, seq: last.seq, checksum: plan.checksum, durableSeq: pendingDurable } },
-        { syncDir: false },
       );
       failpoint('replica.apply.after-pending-cursor');
       // 3. The journal, under a name SQLite never looks at: as
@@ -602,8 +600,7 @@ export class ApplyWorker {
       }
       failpoint('replica.apply.after-journal-temp');
       // 4. EXCLUSIVE lock, the journal renamed into place (it is hot from
-      //    here), directory fsync (the journal's name, and record 1's
-      //    when that write replaced a one-record cursor file).
+      //    here), directory fsync (the journal's name).
       lockWaitMs = this.#beginExclusive();
       renameSync(tempPath, this.#data.journalPath);
       journalTemp = false;
@@ -747,7 +744,6 @@ export class ApplyWorker {
       writeCursorSync(
         this.#data.cursorPath,
         { ...cursor, pending: { fromSeq: image.seq, seq: image.seq, checksum: image.checksum, durableSeq: image.seq, generation: image.generation } },
-        { syncDir: false },
       );
       failpoint('replica.install.after-pending-cursor');
 

@@ -33,7 +33,7 @@
 import { closeSync, constants, existsSync, fdatasyncSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { CursorCorruptError, EMPTY_CHECKSUM, crc32, isChecksum, isGeneration } from '@walwire/protocol';
-import { fsyncDirSync, tempPathFor } from '@walwire/runtime';
+import { failpoint, fsyncDirSync, tempPathFor } from '@walwire/runtime';
 
 export const CURSOR_FORMAT_VERSION = 1;
 
@@ -118,11 +118,12 @@ function parseSlot(bytes: Buffer): Slot {
   if (typeof stored !== 'object' || stored === null || typeof stored.crc !== 'number' || typeof stored.record !== 'object') {
     return { kind: 'damaged', why: 'lacks the crc and record fields' };
   }
-  const actual = crc32(Buffer.from(JSON.stringify(stored.record)));
+  if (stored.n !== undefined && !Number.isSafeInteger(stored.n)) return { kind: 'damaged', why: 'has a write count that is not an integer' };
+  const actual = slotCrc(stored.n, stored.record);
   if (actual !== stored.crc) return { kind: 'damaged', why: `has CRC-32 ${stored.crc}, its record gives ${actual}` };
   const problem = recordProblem(stored.record);
   if (problem !== null) return { kind: 'damaged', why: problem };
-  return { kind: 'record', n: Number.isSafeInteger(stored.n) ? stored.n! : 0, record: stored.record };
+  return { kind: 'record', n: stored.n ?? 0, record: stored.record };
 }
 
 /** The slots of an open cursor file; `twoSlots` is false for the older one-record layout (or a missing second slot). */
@@ -166,10 +167,19 @@ export function readCursorSync(path: string): CursorRecord {
   }
 }
 
+/** The CRC-32 a slot stores: over `{n, record}`, or over the record alone in the one-record layout (no `n`). */
+function slotCrc(n: number | undefined, record: CursorRecord): number {
+  return crc32(Buffer.from(JSON.stringify(n === undefined ? record : { n, record })));
+}
+
+/** Longest `diverged.reason` stored; every other field is of bounded size, so a record always fits its slot. */
+const MAX_REASON_CHARS = 1024;
+
 /** One slot's bytes: the JSON line, then spaces. */
 function slotBytes(record: CursorRecord, n: number): Buffer {
-  const body = JSON.stringify(record);
-  const line = `${JSON.stringify({ crc: crc32(Buffer.from(body)), n, record } satisfies StoredCursor)}\n`;
+  const d = record.diverged;
+  const r = d !== null && d.reason.length > MAX_REASON_CHARS ? { ...record, diverged: { ...d, reason: `${d.reason.slice(0, MAX_REASON_CHARS - 1)}…` } } : record;
+  const line = `${JSON.stringify({ crc: slotCrc(n, r), n, record: r } satisfies StoredCursor)}\n`;
   const out = Buffer.alloc(CURSOR_SLOT_BYTES, 0x20);
   const len = out.write(line, 0, 'utf8');
   if (len < Buffer.byteLength(line)) throw new RangeError(`cursor record is ${Buffer.byteLength(line)} bytes, over the ${CURSOR_SLOT_BYTES}-byte slot`);
@@ -177,27 +187,35 @@ function slotBytes(record: CursorRecord, n: number): Buffer {
 }
 
 /**
+ * Paths whose last in-place write failed (this thread): the slot written
+ * may sit in the page cache without being on disk, and would then pass for
+ * the newest record, so the next write must not go into the other slot,
+ * which holds the last record known durable. It replaces the file instead.
+ */
+const suspect = new Set<string>();
+
+/**
  * Writes `record` as the newest cursor record. In a two-slot file: into
  * the slot not holding the newest record, then fdatasync (see the file
- * comment for the crash behaviour). A missing file, one in the
- * one-record layout or one without a valid record is replaced atomically: temp file, write, fsync,
- * close, rename, then (unless `syncDir` is false) fsync the directory;
- * crash before the rename: the old file stays and the temp is removed at
- * the next start (removeStaleTemps). `syncDir: false` lets the caller fold
- * that directory fsync into a later one that it must issue before relying
- * on the new record.
+ * comment for the crash behaviour). A missing file, one in the one-record
+ * layout, one without a valid record, or one whose last in-place write
+ * failed is replaced atomically: temp file, write, fsync, close, rename,
+ * directory fsync (once per file, so always, also for the first record of
+ * a batch). Crash before the rename: the old file stays and the temp is
+ * removed at the next start (removeStaleTemps).
  */
-export function writeCursorSync(path: string, record: CursorRecord, options: { syncDir?: boolean } = {}): void {
+export function writeCursorSync(path: string, record: CursorRecord): void {
   let fd = -1;
-  try {
-    fd = openSync(path, constants.O_RDWR);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  if (!suspect.has(path)) {
+    try {
+      fd = openSync(path, constants.O_RDWR);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
   if (fd >= 0) {
     // Close exactly once: a second close could hit a descriptor number
     // another thread has reused since, such as the kept database descriptor.
-    let replace = false;
     try {
       const { slots, twoSlots } = readSlots(fd);
       const newest = newestSlot(slots);
@@ -205,25 +223,31 @@ export function writeCursorSync(path: string, record: CursorRecord, options: { s
       if (twoSlots && newest >= 0) {
         const n = (slots[newest] as Extract<Slot, { kind: 'record' }>).n + 1;
         const target = newest === 0 ? 1 : 0;
-        writeFully(fd, slotBytes(record, n), target * CURSOR_SLOT_BYTES);
-        fdatasyncSync(fd);
+        try {
+          writeFully(fd, slotBytes(record, n), target * CURSOR_SLOT_BYTES);
+          // Test hook: the write is in the page cache, its sync fails (errno(EIO)).
+          failpoint('replica.cursor.sync');
+          fdatasyncSync(fd);
+        } catch (err) {
+          suspect.add(path);
+          throw err;
+        }
         return;
       }
-      replace = true;
     } finally {
       closeSync(fd);
     }
-    if (!replace) return;
   }
-  replaceFile(path, record, options.syncDir !== false);
+  replaceFile(path, record);
+  suspect.delete(path);
 }
 
 function writeFully(fd: number, buf: Buffer, position: number): void {
   for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off, position + off);
 }
 
-/** Writes a two-slot file holding `record` (slot 0, n 1) under a temp name and renames it over `path`. */
-function replaceFile(path: string, record: CursorRecord, syncDir: boolean): void {
+/** Writes a two-slot file holding `record` (slot 0, n 1) under a temp name, renames it over `path` and syncs the directory. */
+function replaceFile(path: string, record: CursorRecord): void {
   const image = Buffer.alloc(2 * CURSOR_SLOT_BYTES, 0x20);
   slotBytes(record, 1).copy(image, 0);
   const temp = tempPathFor(path);
@@ -239,7 +263,7 @@ function replaceFile(path: string, record: CursorRecord, syncDir: boolean): void
   }
   closeSync(fd);
   renameSync(temp, path);
-  if (syncDir) fsyncDirSync(dirname(path));
+  fsyncDirSync(dirname(path));
 }
 
 /** What makes a record that passed its CRC invalid, or null. */

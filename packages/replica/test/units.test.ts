@@ -15,6 +15,7 @@ import {
   resolveReplicaOptions,
   writeCursorSync,
 } from '@walwire/replica';
+import { armFailpoint, disarmAllFailpoints } from '@walwire/runtime';
 import { makeTempDir, useHarness } from '../../../test/harness/index.js';
 
 useHarness();
@@ -115,6 +116,49 @@ describe('cursor store', () => {
     })();
     expect(err?.code).toBe('WALWIRE_ERR_CURSOR_CORRUPT');
     expect(err?.message).toMatch(/slot 0 not JSON.*slot 1 not JSON/);
+  });
+
+  it('the CRC covers the write count: a slot whose count was changed is damaged, not the newest', () => {
+    const path = join(makeTempDir(), 'cursor.json');
+    writeCursorSync(path, record);
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 45, durableSeq: 45 });
+    const image = readFileSync(path, 'latin1');
+    // Slot 0 (n 1, the older record) claims to be write 9.
+    writeFileSync(path, image.replace('"n":1,', '"n":9,'), 'latin1');
+    expect(readCursorSync(path).appliedSeq).toBe(45);
+  });
+
+  it('a failed fdatasync of an in-place write makes the next write replace the file (was: it went into the slot holding the last durable record)', () => {
+    const dir = makeTempDir();
+    const path = join(dir, 'cursor.json');
+    writeCursorSync(path, record);
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 45, durableSeq: 45 });
+    const { ino } = statSync(path);
+    armFailpoint('replica.cursor.sync', 'errno(EIO)*1');
+    try {
+      expect(() => writeCursorSync(path, { ...record, pending: null, appliedSeq: 46, durableSeq: 46 })).toThrow(/EIO/);
+    } finally {
+      disarmAllFailpoints();
+    }
+    // The failed slot is in the page cache: a reader takes it for the newest.
+    expect(readCursorSync(path).appliedSeq).toBe(46);
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 47, durableSeq: 47 });
+    expect(statSync(path).ino).not.toBe(ino);
+    expect(readCursorSync(path).appliedSeq).toBe(47);
+    expect(readdirSync(dir)).toEqual(['cursor.json']);
+    // Then in place again.
+    const replaced = statSync(path).ino;
+    writeCursorSync(path, { ...record, pending: null, appliedSeq: 48, durableSeq: 48 });
+    expect(statSync(path).ino).toBe(replaced);
+  });
+
+  it('a divergence reason too long for a slot is cut short, so the record always fits', () => {
+    const path = join(makeTempDir(), 'cursor.json');
+    const diverged = { seq: 42, expected: '0123456789abcdef', actual: 'fedcba9876543210', reason: 'x'.repeat(10_000), at: 1 };
+    writeCursorSync(path, { ...record, pending: null, diverged });
+    const back = readCursorSync(path);
+    expect(back.diverged?.reason).toHaveLength(1024);
+    expect(back.diverged?.reason.endsWith('…')).toBe(true);
   });
 
   it('reads a cursor file of the one-record layout, and its next write replaces it with the two-slot file', () => {

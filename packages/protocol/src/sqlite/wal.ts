@@ -184,9 +184,11 @@ export function scanWalFrames(bytes: Uint8Array, bytesOffset: number, state: Wal
   }
   // The checksum runs over every byte the tailer reads, so it allocates
   // nothing per frame: one u32 view of the bytes when their word order is
-  // the host's and they are 4-byte aligned (frames start at multiples of
-  // 24 + pageSize, so every frame is then aligned too), else the DataView.
-  const words = header.bigEndian === HOST_BIG_ENDIAN && bytes.byteOffset % 4 === 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : null;
+  // the host's and both the bytes and the first frame are 4-byte aligned
+  // (frames are 24 + pageSize bytes, a multiple of 8, so every later frame
+  // is then aligned too), else the DataView.
+  const aligned = bytes.byteOffset % 4 === 0 && (offset - bytesOffset) % 4 === 0;
+  const words = header.bigEndian === HOST_BIG_ENDIAN && aligned ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : null;
   const little = !header.bigEndian;
   let s0 = checksum[0];
   let s1 = checksum[1];
