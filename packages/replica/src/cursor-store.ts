@@ -4,15 +4,17 @@
  *
  * Stored in `cursor.json` as two fixed slots of CURSOR_SLOT_BYTES, each one
  * JSON line `{"crc","n","record"}` padded with spaces: `n` counts writes,
- * `crc` is the CRC-32 of the record's JSON (invariant 4). A write goes in
+ * `crc` is the CRC-32 of `{n, record}` as JSON (invariant 4). A write goes in
  * place into the slot not holding the newest record, then fdatasync: no
  * temp file, rename or directory fsync, which were half of the syscalls of
  * a small batch's apply (cursor record 1 took 0.55 ms of 2.2 at 1,000
  * commits/s; 0.22 ms in place). A crash during the write tears at most
  * that slot, which then fails its CRC, and the other slot holds the record
  * before (the write was never relied on). So a read takes the valid slot
- * with the higher `n`. Only a file missing or in the older one-record
- * layout is replaced whole: temp file, fsync, rename, directory fsync.
+ * with the higher `n`. Replaced whole instead (temp file, fsync, rename,
+ * directory fsync; see writeCursorSync): a missing file, one in the older
+ * one-record layout, one without a valid record, one whose last in-place
+ * write failed.
  *
  * A file rather than a SQLite database: the record is ~300 bytes written
  * once or twice per batch, and the daemon keeps no second SQLite file
