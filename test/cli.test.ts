@@ -31,6 +31,8 @@ describe('walwire-primary and walwire-replica', () => {
       ['primary', ['--db', 'a=/tmp/a.db'], /WALWIRE_ERR_INVALID_OPTION: flag --token/],
       ['replica', ['--token', 'x', '--namespaces', 'a', '--port', '99999'], /flag --port must be an integer from 0 to 65535, received "99999"/],
       ['replica', ['--token', 'x', '--bogus'], /unknown flag --bogus/],
+      ['primary', ['--token', 'x', '--db', 'a=/tmp/a.db', '--send-window-bytes', '1000'], /flag --send-window-bytes must be an integer from 65536 to 17179869184, received "1000"/],
+      ['primary', ['--token', 'x', '--db', 'a=/tmp/a.db', '--stall-timeout-ms', '5'], /flag --stall-timeout-ms must be an integer from 10 to 3600000, received "5"/],
     ];
     for (const [pkg, args, pattern] of cases) {
       const child = spawnCommand(process.execPath, [cli(pkg), ...args], { env: { WALWIRE_TOKEN: '' } });

@@ -34,6 +34,8 @@ async function main(): Promise<void> {
     token: flags['token'] as string,
     heartbeatIntervalMs: flags['heartbeat-interval-ms'] as number,
     heartbeatTimeoutMs: flags['heartbeat-timeout-ms'] as number,
+    windowBytes: flags['send-window-bytes'] as number,
+    stallTimeoutMs: flags['stall-timeout-ms'] as number,
     checkpointPages: flags['checkpoint-pages'] as number,
     walTruncateBytes: flags['wal-truncate-bytes'] as number,
     segmentBytes: flags['segment-bytes'] as number,
