@@ -281,9 +281,10 @@ export class ReplicationLog {
     const state: RecordState = { seq, checksum: txn.checksum, commitSize: txn.commitSize, wal };
     // The returned record's pages are views into the encoded record, never
     // the caller's: the tailer reuses its read buffer for the next read.
+    const full: Txn = { ...txn, seq };
     const pages: PageImage[] = [];
-    const buf = encodeTxnRecord({ ...txn, seq }, commits, this.#pageSize, wal, pages);
-    const record: TxnRecord = { kind: 'txn', seq, generation: this.generation!, txn: { ...txn, seq, pages }, commits };
+    const buf = encodeTxnRecord(full, commits, this.#pageSize, wal, pages);
+    const record: TxnRecord = { kind: 'txn', seq, generation: this.generation!, txn: { ...full, pages }, commits };
     return this.#enqueue(buf, state, record) as Promise<TxnRecord>;
   }
 

@@ -54,7 +54,7 @@ import {
   patchReplicaPage1,
   type JournalRecord,
 } from '@walwire/protocol';
-import { failpoint, fsyncDirSync } from '@walwire/runtime';
+import { failpoint, fsyncDirSync, writeFullySync } from '@walwire/runtime';
 import { type CursorRecord, type DivergedState, readCursorSync, writeCursorSync } from './cursor-store.js';
 
 // ---------------------------------------------------------------------------
@@ -593,7 +593,7 @@ export class ApplyWorker {
       const jfd = openSync(tempPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
       journalTemp = true;
       try {
-        writeFully(jfd, journal);
+        writeFullySync(jfd, journal);
         fdatasyncSync(jfd);
       } finally {
         closeSync(jfd); // the journal carries no locks: closing it is safe
@@ -758,7 +758,7 @@ export class ApplyWorker {
       journalWritten = true;
       let oldPage1: Uint8Array | undefined;
       try {
-        writeFully(jfd, header);
+        writeFullySync(jfd, header);
         let at = header.length;
         const slice = Math.max(1, Math.floor(this.#data.verifyReadBytes / oldPageSize));
         for (let i = 0; i < old.length; i += slice) {
@@ -953,7 +953,7 @@ export class ApplyWorker {
       if (checksum.value !== image.checksum) {
         throw new DivergedError(`snapshot image of seq ${image.seq} checksums to ${checksum.value}, expected ${image.checksum}`);
       }
-      writeFully(ifd, page1!);
+      writeFullySync(ifd, page1!);
       failpoint('replica.install.link.after-patch');
       fdatasyncSync(ifd);
       return checksum;
@@ -1194,11 +1194,6 @@ function readPage(fd: number, pgno: number, pageSize: number): Uint8Array {
   const buf = new Uint8Array(pageSize);
   readFully(fd, buf, pageSize, (pgno - 1) * pageSize);
   return buf;
-}
-
-function writeFully(fd: number, data: Uint8Array): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, done);
 }
 
 function writevFully(fd: number, buffers: Uint8Array[], position: number): number {

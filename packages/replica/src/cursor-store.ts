@@ -32,10 +32,9 @@
  *
  * Only the apply worker thread writes this file, so writes never race.
  */
-import { closeSync, constants, existsSync, fdatasyncSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, constants, existsSync, fdatasyncSync, openSync, readSync } from 'node:fs';
 import { CursorCorruptError, EMPTY_CHECKSUM, crc32, isChecksum, isGeneration } from '@walwire/protocol';
-import { failpoint, fsyncDirSync, tempPathFor } from '@walwire/runtime';
+import { failpoint, writeFileDurableSync, writeFullySync } from '@walwire/runtime';
 
 export const CURSOR_FORMAT_VERSION = 1;
 
@@ -226,7 +225,7 @@ export function writeCursorSync(path: string, record: CursorRecord): void {
         const n = (slots[newest] as Extract<Slot, { kind: 'record' }>).n + 1;
         const target = newest === 0 ? 1 : 0;
         try {
-          writeFully(fd, slotBytes(record, n), target * CURSOR_SLOT_BYTES);
+          writeFullySync(fd, slotBytes(record, n), target * CURSOR_SLOT_BYTES);
           // Test hook: the write is in the page cache, its sync fails (errno(EIO)).
           failpoint('replica.cursor.sync');
           fdatasyncSync(fd);
@@ -244,28 +243,11 @@ export function writeCursorSync(path: string, record: CursorRecord): void {
   suspect.delete(path);
 }
 
-function writeFully(fd: number, buf: Buffer, position: number): void {
-  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off, position + off);
-}
-
-/** Writes a two-slot file holding `record` (slot 0, n 1) under a temp name, renames it over `path` and syncs the directory. */
+/** A two-slot file holding `record` (slot 0, n 1), written durably under a temp name and renamed over `path`. */
 function replaceFile(path: string, record: CursorRecord): void {
   const image = Buffer.alloc(2 * CURSOR_SLOT_BYTES, 0x20);
   slotBytes(record, 1).copy(image, 0);
-  const temp = tempPathFor(path);
-  // The temp file is never a SQLite file, so closing its descriptor is safe.
-  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
-  try {
-    writeFully(fd, image, 0);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    rmSync(temp, { force: true });
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(temp, path);
-  fsyncDirSync(dirname(path));
+  writeFileDurableSync(path, image);
 }
 
 /** What makes a record that passed its CRC invalid, or null. */

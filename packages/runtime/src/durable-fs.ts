@@ -14,7 +14,7 @@
  * closing any descriptor on those drops the process's POSIX locks (design.md).
  */
 import { randomBytes } from 'node:crypto';
-import { constants, promises as fsp, closeSync, fsyncSync, openSync, readdirSync, unlinkSync } from 'node:fs';
+import { constants, promises as fsp, closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 /** Suffix of temp files; anything ending in it is garbage after a crash. */
@@ -41,6 +41,33 @@ export function fsyncDirSync(dir: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Writes all of `data` at `position` (a write may take fewer bytes than asked). */
+export function writeFullySync(fd: number, data: Uint8Array, position = 0): void {
+  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position + done);
+}
+
+/**
+ * writeFileDurable for a thread that never awaits (the replica's apply
+ * worker): temp, fsync, rename, dir fsync, with the same crash behaviour.
+ */
+export function writeFileDurableSync(target: string, data: Uint8Array): void {
+  const temp = tempPathFor(target);
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+  try {
+    writeFullySync(fd, data);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(temp, { force: true });
+    throw err;
+  }
+  // Closed exactly once: a second close could hit a descriptor number that
+  // another thread has reused since (such as a kept database descriptor).
+  closeSync(fd);
+  renameSync(temp, target);
+  fsyncDirSync(dirname(target));
 }
 
 /** Writes `data` to `target` atomically and durably (temp, fsync, rename, dir fsync). */

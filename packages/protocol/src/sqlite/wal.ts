@@ -186,7 +186,9 @@ export function scanWalFrames(bytes: Uint8Array, bytesOffset: number, state: Wal
   // nothing per frame: one u32 view of the bytes when their word order is
   // the host's and both the bytes and the first frame are 4-byte aligned
   // (frames are 24 + pageSize bytes, a multiple of 8, so every later frame
-  // is then aligned too), else the DataView.
+  // is then aligned too), else the DataView. The loops repeat walChecksum's
+  // on purpose: moved into shared helpers (accumulators in an object), the
+  // scan ran at 1.6 GB/s instead of 5.0-5.6 GB/s on this machine.
   const aligned = bytes.byteOffset % 4 === 0 && (offset - bytesOffset) % 4 === 0;
   const words = header.bigEndian === HOST_BIG_ENDIAN && aligned ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : null;
   const little = !header.bigEndian;
