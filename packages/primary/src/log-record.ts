@@ -146,14 +146,23 @@ function frameRecord(out: Buffer): Buffer {
   return out;
 }
 
+/** Encoded size of a txn record of `pageCount` pages (record header included). */
+export function txnRecordBytes(pageCount: number, pageSize: number): number {
+  return RECORD_HEADER_BYTES + COMMON_BYTES + 8 + pageCount * (4 + pageSize);
+}
+
 /**
  * Encodes a txn record (record header included). With `pagesOut`, pushes a
  * view of each page as encoded in the record (same order as `txn.pages`):
  * a caller that keeps the pages then holds no memory but the record's.
+ * With `into` (exactly `txnRecordBytes` long), the record is encoded there
+ * instead of in a new buffer.
  */
-export function encodeTxnRecord(txn: Txn, commits: number, pageSize: number, wal: WalPosition, pagesOut?: PageImage[]): Buffer {
+export function encodeTxnRecord(txn: Txn, commits: number, pageSize: number, wal: WalPosition, pagesOut?: PageImage[], into?: Buffer): Buffer {
   const n = txn.pages.length;
-  const out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + COMMON_BYTES + 8 + n * (4 + pageSize));
+  const size = txnRecordBytes(n, pageSize);
+  if (into !== undefined && into.length !== size) throw new RangeError(`encodeTxnRecord: into has ${into.length} bytes, the record needs ${size}`);
+  const out = into ?? Buffer.allocUnsafe(size);
   out.fill(0, 0, RECORD_HEADER_BYTES + COMMON_BYTES);
   writeCommon(out, KIND.txn, commits, { seq: txn.seq, checksum: txn.checksum, commitSize: txn.commitSize, wal }, txn.commitTime);
   let at = RECORD_HEADER_BYTES + COMMON_BYTES;

@@ -291,7 +291,7 @@ describe('ReplicationLog tail cache', () => {
     await reopened.close();
   });
 
-  it('a txn record owns its pages: the caller reusing its buffer after appendTxn changes neither the record nor the log, also when the append waits for a generation change', async () => {
+  it('a txn record does not view the caller\'s pages: the caller reusing its buffer after appendTxn changes neither the record nor the log, also when the append waits for a generation change', async () => {
     // The WAL tailer reads every commit into one reused buffer; the record
     // the log returns (and emits to live replicas) must not view it.
     const dir = tempDir();
@@ -308,25 +308,62 @@ describe('ReplicationLog tail cache', () => {
       callerBuffer.fill(0xee);
       return appended;
     };
-    const first = await appendFrom(1);
-    const starting = startGen(log, 'b'.repeat(32));
-    const deferred = appendFrom(2);
-    await starting;
-    const second = await deferred;
-    expect(second.generation).toBe('b'.repeat(32));
-    for (const [r, fill] of [
-      [first, 1],
-      [second, 2],
-    ] as const) {
+    // Checked as soon as each resolves: a record's pages are valid until the
+    // next append (they may lie in the log's reused staging arena).
+    const check = (r: LogRecord, fill: number): void => {
       if (r.kind !== 'txn') throw new Error(r.kind);
       expect(r.txn.pages.map((p) => [p.pgno, Buffer.from(p.data).equals(Buffer.alloc(PAGE, fill))])).toEqual([
         [1, true],
         [2, true],
       ]);
-    }
+    };
+    check(await appendFrom(1), 1);
+    const starting = startGen(log, 'b'.repeat(32));
+    const deferred = appendFrom(2);
+    await starting;
+    const second = await deferred;
+    expect(second.generation).toBe('b'.repeat(32));
+    check(second, 2);
     const [onDisk] = await log.readRange(1);
     if (onDisk?.kind !== 'txn') throw new Error('txn');
     expect(onDisk.txn.pages.every((p) => Buffer.from(p.data).equals(Buffer.alloc(PAGE, 2)))).toBe(true);
+    await log.close();
+  });
+
+  it('the staging arena is never refilled under queued or in-flight records: 1,200 appends queued at once (more than the arena holds), each read back intact', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    const page = (seq: number, pgno: number): Uint8Array => new Uint8Array(PAGE).fill((seq * 7 + pgno) & 0xff);
+    const append = (n: number): Promise<LogRecord> =>
+      log.appendTxn({ commitSize: 2, checksum: checksum(n), commitTime: n, pages: [1, 2].map((pgno) => ({ pgno, data: page(n, pgno) })) }, 1, wal(32 + n * 100));
+    // 1,200 records of 2 KiB pages' worth are about 2.5 MB: past the 2 MiB
+    // arena, so later records get their own buffers while the first ones
+    // are still queued or being written.
+    const first = await Promise.all(Array.from({ length: 1200 }, (_, i) => append(i + 1)));
+    expect(first.map((r) => r.seq)).toEqual(Array.from({ length: 1200 }, (_, i) => i + 1));
+    // A second burst reuses the arena from its start, now that nothing in it is pending.
+    const second = await Promise.all(Array.from({ length: 50 }, (_, i) => append(1201 + i)));
+    const views = (r: LogRecord): ArrayBufferLike => (r.kind === 'txn' ? r.txn.pages[0]!.data.buffer : new ArrayBuffer(0));
+    expect(views(second[0]!)).toBe(views(first[0]!));
+    const all = await log.readRange(1);
+    expect(all).toHaveLength(1250);
+    for (const r of all) {
+      if (r.kind !== 'txn') throw new Error(r.kind);
+      for (const p of r.txn.pages) expect(Buffer.from(p.data).equals(Buffer.from(page(r.seq, p.pgno))), `seq ${r.seq} page ${p.pgno}`).toBe(true);
+    }
+    await log.close();
+  });
+
+  it('a record larger than the staging arena is encoded in its own buffer and reads back intact', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    const pages = Array.from({ length: 2100 }, (_, i) => ({ pgno: i + 1, data: new Uint8Array(PAGE).fill(i & 0xff) }));
+    await log.appendTxn({ commitSize: 2100, checksum: checksum(1), commitTime: 1, pages }, 1, wal(132));
+    const [r] = await log.readRange(1);
+    if (r?.kind !== 'txn') throw new Error('txn');
+    expect(r.txn.pages.every((p, i) => p.pgno === i + 1 && Buffer.from(p.data).equals(Buffer.alloc(PAGE, i & 0xff)))).toBe(true);
     await log.close();
   });
 

@@ -38,9 +38,40 @@ const packr = new Packr({
   int64AsType: 'number',
 });
 
+/**
+ * The buffer encodeMessage packs bodies into before sealing a copy. Left to
+ * itself, msgpackr packs each value after the previous one in a shared
+ * buffer and replaces that buffer with one four times the value's size when
+ * it runs out: with 1 MiB TXN messages, a new 4 MiB buffer every few
+ * messages. Freeing those raised glibc's mmap threshold past every frame
+ * and record size, so all of them came from the heap, which kept the
+ * freed memory resident. Packing from the start of one kept buffer
+ * allocates nothing; it grows (by adopting msgpackr's larger buffer) up to
+ * MAX_SCRATCH_BYTES and is otherwise left as it is.
+ */
+let scratch: Buffer = Buffer.allocUnsafeSlow(256 * 1024);
+const MAX_SCRATCH_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Packs `value` into the scratch buffer. The result is a view that the next
+ * pack overwrites: copy it before packing anything else.
+ */
+function packScratch(value: unknown): Buffer {
+  packr.useBuffer(scratch);
+  const body = packr.pack(value);
+  if (body.buffer !== scratch.buffer && body.buffer.byteLength <= MAX_SCRATCH_BYTES) {
+    scratch = Buffer.from(body.buffer, 0, body.buffer.byteLength);
+  }
+  // msgpackr's buffer state is shared by every Packr in the process (an
+  // embedding application's too): at its end, the next pack elsewhere
+  // starts a buffer of its own instead of writing into this one.
+  packr.position = Number.MAX_SAFE_INTEGER;
+  return body;
+}
+
 /** Encodes the body without validation or envelope; exposed for tests and fuzzing. */
 export function encodeBody(value: unknown): Buffer {
-  return packr.pack(value);
+  return Buffer.from(packScratch(value));
 }
 
 /** Wraps an already-encoded body in the envelope. */
@@ -56,7 +87,7 @@ export function seal(body: Uint8Array): Buffer {
  * frame would exceed `limits.maxMessageBytes`: the sender must split first.
  */
 export function encodeMessage(message: Message, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): Buffer {
-  const frame = seal(packr.pack(message));
+  const frame = seal(packScratch(message));
   if (frame.length > limits.maxMessageBytes) {
     throw new MessageTooLargeError(
       `${messageTypeName(message.type)} encodes to ${frame.length} bytes, above maxMessageBytes ${limits.maxMessageBytes}`,
@@ -98,7 +129,7 @@ export type ChunkHead = Omit<BlobChunkMessage, 'data' | 'crc'> | Omit<SnapshotCh
  * which memory was used).
  */
 export function chunkFrame(head: ChunkHead, length: number, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS, into?: Buffer): DataFrameBuilder {
-  const packed = packr.pack(head); // a view into packr's reused buffer: copied below before any other pack
+  const packed = packScratch(head); // copied below before any other pack
   const keys = Object.keys(head).length;
   if (packed[0] !== (0x80 | keys) || keys + 2 > 15) throw new Error(`chunkFrame: head of ${keys} keys did not pack as a small map`);
   const prefix = packed.length + DATA_KEY.length + 5;
@@ -120,7 +151,7 @@ export function chunkFrame(head: ChunkHead, length: number, limits: ProtocolLimi
     seal(dataCrc: number): Buffer {
       let at = prefix + length;
       at += CRC_KEY.copy(frame, at);
-      at += packr.pack(dataCrc >>> 0).copy(frame, at);
+      at += packScratch(dataCrc >>> 0).copy(frame, at);
       const bodyCrc = crc32(frame.subarray(prefix + length, at), crc32Combine(crc32(frame.subarray(0, prefix)), dataCrc, length));
       frame.writeUInt32BE(bodyCrc, at);
       at += ENVELOPE_TRAILER_BYTES;

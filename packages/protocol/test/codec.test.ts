@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { Packr } from 'msgpackr';
 import {
   DEFAULT_PROTOCOL_LIMITS,
   MessageType,
@@ -115,6 +116,39 @@ describe('round trips', () => {
     const backward = [...frames].reverse().map((f) => JSON.stringify(decodeMessage(f))).reverse();
     expect(backward).toEqual(forward);
     expect(encodeMessage(sampleMessages()[0]!).equals(frames[0]!)).toBe(true);
+  });
+
+  it('a frame or body is never overwritten by later encodes, also after one outgrows the reused pack buffer', () => {
+    // Bodies are packed into one reused buffer; frames and encodeBody results must be copies.
+    const big: Message = {
+      type: MessageType.TXN,
+      ns: 'app',
+      generation: GEN,
+      txns: [{ seq: 1, commitSize: 800, checksum: SUM, commitTime: 1, pages: Array.from({ length: 800 }, (_, i) => page(i + 1, i & 0xff)) }],
+    };
+    const messages = [...sampleMessages(), big, ...sampleMessages()];
+    const frames = messages.map((m) => encodeMessage(m));
+    const bodies = messages.map((m) => encodeBody(m));
+    const snapshot = [...frames, ...bodies].map((b) => Buffer.from(b));
+    const chunk = chunkFrame({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, blobId: 'b', seq: 1, offset: 0 }, 4);
+    chunk.data.set([1, 2, 3, 4]);
+    chunk.seal(crc32(Buffer.from([1, 2, 3, 4])));
+    encodeMessage(big);
+    [...frames, ...bodies].forEach((b, i) => expect(b.equals(snapshot[i]!), `buffer ${i}`).toBe(true));
+    messages.forEach((m, i) => expect(normalize(decodeMessage(frames[i]!))).toEqual(normalize(m)));
+  });
+
+  it('does not write into what another msgpackr Packr in the process returned (msgpackr shares its buffer state)', () => {
+    const other = new Packr();
+    const theirs = other.pack({ hello: 'world', n: 1 });
+    const copy = Buffer.from(theirs);
+    encodeMessage(sampleMessages()[0]!);
+    const theirsNext = other.pack({ hello: 'again', n: 2 });
+    const nextCopy = Buffer.from(theirsNext);
+    encodeMessage({ type: MessageType.TXN, ns: 'app', generation: GEN, txns: [{ seq: 1, commitSize: 1, checksum: SUM, commitTime: 1, pages: [page(1, 7)] }] });
+    chunkFrame({ type: MessageType.BLOB_CHUNK, ns: 'app', generation: GEN, blobId: 'b', seq: 1, offset: 0 }, 4).seal(0);
+    expect(theirs.equals(copy)).toBe(true);
+    expect(theirsNext.equals(nextCopy)).toBe(true);
   });
 });
 
