@@ -304,8 +304,8 @@ export class ReplicationLog {
     const state: RecordState = { seq, checksum: txn.checksum, commitSize: txn.commitSize, wal };
     // The returned record's pages are views into the encoded record, never
     // the caller's: the tailer reuses its read buffer for the next read.
-    // The encoded record may lie in the staging arena, which the next
-    // append after this one resolves may overwrite: see TxnRecord docs.
+    // The encoded record may lie in the staging arena, which an append made
+    // after this one resolves may overwrite (see above).
     const full: Txn = { ...txn, seq };
     const pages: PageImage[] = [];
     const into = this.#stage(txnRecordBytes(txn.pages.length, this.#pageSize));

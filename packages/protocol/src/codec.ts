@@ -58,15 +58,18 @@ const MAX_SCRATCH_BYTES = 32 * 1024 * 1024;
  */
 function packScratch(value: unknown): Buffer {
   packr.useBuffer(scratch);
-  const body = packr.pack(value);
-  if (body.buffer !== scratch.buffer && body.buffer.byteLength <= MAX_SCRATCH_BYTES) {
-    scratch = Buffer.from(body.buffer, 0, body.buffer.byteLength);
+  try {
+    const body = packr.pack(value);
+    if (body.buffer !== scratch.buffer && body.buffer.byteLength <= MAX_SCRATCH_BYTES) {
+      scratch = Buffer.from(body.buffer, 0, body.buffer.byteLength);
+    }
+    return body;
+  } finally {
+    // msgpackr's buffer state is shared by every Packr in the process (an
+    // embedding application's too): at its end, the next pack elsewhere
+    // starts a buffer of its own instead of writing into this one.
+    packr.position = Number.MAX_SAFE_INTEGER;
   }
-  // msgpackr's buffer state is shared by every Packr in the process (an
-  // embedding application's too): at its end, the next pack elsewhere
-  // starts a buffer of its own instead of writing into this one.
-  packr.position = Number.MAX_SAFE_INTEGER;
-  return body;
 }
 
 /** Encodes the body without validation or envelope; exposed for tests and fuzzing. */
