@@ -355,6 +355,21 @@ describe('ReplicationLog tail cache', () => {
     await log.close();
   });
 
+  it('an append that fails to encode (wrong page size) gives its arena room back: later appends still reuse the arena', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    const pages = (fill: number, size = PAGE) => [{ pgno: 1, data: new Uint8Array(size).fill(fill) }];
+    const first = await log.appendTxn({ commitSize: 1, checksum: checksum(1), commitTime: 1, pages: pages(1) }, 1, wal(132));
+    const { buffer: arena, byteOffset } = first.txn.pages[0]!.data;
+    expect(() => log.appendTxn({ commitSize: 1, checksum: checksum(2), commitTime: 2, pages: pages(2, PAGE - 1) }, 1, wal(232))).toThrow(/page 1 has/);
+    const next = await log.appendTxn({ commitSize: 1, checksum: checksum(3), commitTime: 3, pages: pages(3) }, 1, wal(332));
+    // Refilled from its start: nothing staged is pending any more.
+    expect(next.txn.pages[0]!.data.buffer).toBe(arena);
+    expect(next.txn.pages[0]!.data.byteOffset).toBe(byteOffset);
+    await log.close();
+  });
+
   it('a record larger than the staging arena is encoded in its own buffer and reads back intact', async () => {
     const dir = tempDir();
     const log = await openLog(dir);
