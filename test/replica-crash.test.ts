@@ -16,6 +16,7 @@ import {
   captureSource,
   diffImages,
   integrityCheck,
+  journalIsHot,
   makeTempDir,
   readReplicaImage,
   saveTxns,
@@ -31,10 +32,10 @@ useHarness();
 
 const FAILPOINTS = [
   'replica.apply.after-pending-cursor',
-  'replica.apply.after-journal-temp',
+  'replica.apply.after-journal-body',
   'replica.apply.after-journal',
   'replica.apply.mid-pages',
-  'replica.apply.before-journal-delete',
+  'replica.apply.before-journal-zero',
   'replica.apply.after-commit-before-cursor',
   'replica.apply.after-cursor',
 ] as const;
@@ -119,8 +120,7 @@ describe('replica crash safety (kill -9)', () => {
       expect(rec.state, label).toBe('ready');
       expect(rec.seq, `${label}: the applied seq never goes backwards`).toBeGreaterThanOrEqual(prevSeq);
       if (rec.seq > 0) expect(rec.checksum, label).toBe(source.txns[rec.seq - 1]!.checksum);
-      expect(existsSync(`${dbPath}-journal`), `${label}: hot journal rolled back at start`).toBe(false);
-      expect(existsSync(`${dbPath}-journal.walwire-tmp`), `${label}: a journal written before the lock is removed at start`).toBe(false);
+      expect(journalIsHot(dbPath), `${label}: hot journal rolled back at start`).toBe(false);
       await expectPageExact(source, dbPath, rec.seq, label);
       prevSeq = rec.seq;
       if (reader === undefined) {
@@ -176,7 +176,7 @@ describe('replica crash safety (kill -9)', () => {
       env: { WALWIRE_FAILPOINTS: 'replica.apply.mid-pages=kill@1' },
     });
     expect((await killed.exited).signal).toBe('SIGKILL');
-    expect(existsSync(`${dbPath}-journal`)).toBe(true);
+    expect(journalIsHot(dbPath)).toBe(true);
     const readOnly = (): number => {
       const db = new Database(dbPath, { readonly: true, fileMustExist: true, timeout: 1000 });
       try {
@@ -189,7 +189,7 @@ describe('replica crash safety (kill -9)', () => {
     const restarted = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 10, untilSeq: 20 })]);
     const rec = parseRecovered(await restarted.waitForLine(/^recovered /));
     expect(rec).toMatchObject({ seq: 20, journal: true, decision: 'at-cursor', state: 'ready' });
-    expect(existsSync(`${dbPath}-journal`)).toBe(false);
+    expect(journalIsHot(dbPath)).toBe(false);
     await expectPageExact(source, dbPath, 20, 'after rollback');
     expect(readOnly()).toBe(readOnlyRowsAt(source, 20));
     await restarted.kill9();
@@ -201,11 +201,11 @@ describe('replica crash during the very first batch', () => {
     const source = await captureSource({ bank: { accounts: 50, txns: 5 } });
     const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-first-');
     const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 100, autoGo: true })], {
-      env: { WALWIRE_FAILPOINTS: 'replica.apply.before-journal-delete=kill@1' },
+      env: { WALWIRE_FAILPOINTS: 'replica.apply.before-journal-zero=kill@1' },
     });
     expect((await killed.exited).signal).toBe('SIGKILL');
     expect(readReplicaImage(dbPath).length, 'pages written before the kill').toBeGreaterThan(0);
-    expect(existsSync(`${dbPath}-journal`)).toBe(true);
+    expect(journalIsHot(dbPath)).toBe(true);
     const restarted = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 100 })]);
     const rec = parseRecovered(await restarted.waitForLine(/^recovered /));
     expect(rec).toMatchObject({ seq: 0, journal: true, decision: 'at-cursor', state: 'ready' });
@@ -218,10 +218,10 @@ describe('replica crash during the very first batch', () => {
 });
 
 describe('the lock after the commit point', () => {
-  it('is released before the directory fsync and the cursor write: a reader with no busy timeout sees the batch while they run (regression: readers waited for both under the lock)', async () => {
+  it('is released before the journal sync and the cursor write: a reader with no busy timeout sees the batch while they run (regression: readers waited for both under the lock)', async () => {
     const source = await captureSource({ bank: { accounts: 50, txns: 40 } });
     const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-unlock-');
-    // The failpoint runs after the directory fsync, before cursor record 2: a 5 s window.
+    // The failpoint runs after the journal sync, before cursor record 2: a 5 s window.
     const applier = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 1000, autoGo: true })], {
       env: { WALWIRE_FAILPOINTS: 'replica.apply.after-commit-before-cursor=delay(5000)@1' },
     });
@@ -230,7 +230,7 @@ describe('the lock after the commit point', () => {
     let rows = -1;
     let busy = 0;
     while (rows !== expected && Date.now() < deadline && !applier.lines.some((l) => l.startsWith('done'))) {
-      if (existsSync(dbPath) && !existsSync(`${dbPath}-journal`)) {
+      if (existsSync(dbPath) && !journalIsHot(dbPath)) {
         let db: Database.Database | undefined;
         try {
           db = new Database(dbPath, { readonly: true, timeout: 0 });

@@ -43,6 +43,18 @@ export function recoverImage(files: { db: Uint8Array; wal?: Uint8Array; journal?
   }
 }
 
+/**
+ * Whether `<dbPath>-journal` is a hot journal by its own bytes: it exists and
+ * its first byte is not zero (pager.c hasHotJournal; the replica keeps the
+ * file between batches with a zeroed header, journal-file.ts).
+ */
+export function journalIsHot(dbPath: string): boolean {
+  const path = `${dbPath}-journal`;
+  if (!existsSync(path)) return false;
+  const bytes = readFileSync(path);
+  return bytes.length > 0 && bytes[0] !== 0;
+}
+
 /** SQLite's own view of the database at `dbPath`: its pages as one buffer. */
 export async function readDatabaseImage(dbPath: string): Promise<Buffer> {
   const read = (p: string): Buffer | undefined => (existsSync(p) ? readFileSync(p) : undefined);

@@ -79,10 +79,10 @@ export interface ScheduleOptions {
 
 const REPLICA_APPLY_POINTS = [
   'replica.apply.after-pending-cursor',
-  'replica.apply.after-journal-temp',
+  'replica.apply.after-journal-body',
   'replica.apply.after-journal',
   'replica.apply.mid-pages',
-  'replica.apply.before-journal-delete',
+  'replica.apply.before-journal-zero',
   'replica.apply.after-commit-before-cursor',
   'replica.apply.after-cursor',
 ];

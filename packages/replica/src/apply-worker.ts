@@ -31,7 +31,6 @@ import {
   linkSync,
   openSync,
   readSync,
-  renameSync,
   rmSync,
   unlinkSync,
   writeSync,
@@ -47,6 +46,7 @@ import {
   InvalidTxnError,
   SnapshotRequiredError,
   WalwireError,
+  DEFAULT_SECTOR_SIZE,
   crc32,
   encodeJournal,
   lockBytePage,
@@ -56,6 +56,7 @@ import {
 } from '@walwire/protocol';
 import { failpoint, fsyncDirSync, writeFullySync } from '@walwire/runtime';
 import { type CursorRecord, type DivergedState, readCursorSync, writeCursorSync } from './cursor-store.js';
+import { JournalFile, journalHeaderArmed } from './journal-file.js';
 
 // ---------------------------------------------------------------------------
 // Messages between the applier (main thread) and this worker.
@@ -219,6 +220,8 @@ export class ApplyWorker {
   #checksum = new DatabaseChecksum();
   #pageSize = 0;
   #cursor: CursorRecord | null = null;
+  /** The kept `-journal` file batches commit through (journal-file.ts). */
+  readonly #journal: JournalFile;
   /** Set when a failed apply could not be rolled back: refuse everything until reopened. */
   #broken: string | null = null;
   /**
@@ -235,6 +238,7 @@ export class ApplyWorker {
     this.#data = data;
     this.#post = post;
     this.#dbFd = data.fd;
+    this.#journal = new JournalFile({ path: data.journalPath, dir: data.dir });
     if (data.fd !== null) this.#connect();
   }
 
@@ -284,6 +288,7 @@ export class ApplyWorker {
   close(): void {
     if (this.#conn?.inTransaction === true) this.#conn.exec('ROLLBACK');
     if (this.#cursor !== null && this.#broken === null) this.settle();
+    this.#journal.forget();
     // Closing the SQLite connection is safe: SQLite defers closing its own
     // descriptor while other connections of the process hold locks, and our
     // kept `fs` descriptor holds none of its own.
@@ -308,12 +313,13 @@ export class ApplyWorker {
    * leaves the inputs unchanged, so the next start decides the same way.
    */
   recover(): RecoverResult {
-    // A journal never renamed into place (apply step 3): the database was not touched.
-    rmSync(journalTempPath(this.#data.journalPath), { force: true });
+    // A journal written under a temp name before the lock, as versions
+    // before the kept journal file did: the database was not touched.
+    rmSync(`${this.#data.journalPath}.walwire-tmp`, { force: true });
     let cursor = readCursorSync(this.#data.cursorPath);
     // Some other process created the file since the main thread looked.
     if (this.#dbFd === null && existsSync(this.#data.dbPath)) this.#open();
-    const hadJournal = existsSync(this.#data.journalPath);
+    const hadJournal = this.#conn !== null && journalHeaderArmed(this.#data.journalPath);
     const started = performance.now();
     let bytes = 0;
     if (this.#conn === null) {
@@ -327,6 +333,8 @@ export class ApplyWorker {
       this.#db.exec('BEGIN');
       try {
         this.#db.prepare('SELECT count(*) FROM sqlite_schema').get();
+        // No journal is hot any more: take over (or create) the kept file.
+        this.#journal.reopen();
         bytes = this.#verifyFull();
       } finally {
         this.#db.exec('COMMIT');
@@ -456,23 +464,27 @@ export class ApplyWorker {
    *      (cursor-store.ts; a file still in the one-record layout is
    *      replaced once: temp, fsync, rename, directory fsync).
    *        crash → db at Sc, cursor Sc + pending: recover() keeps Sc.
-   *   3. journal written to `-journal.walwire-tmp`, fdatasync'd, closed.
-   *        crash → recover() deletes the temp; db untouched, at Sc.
-   *   4. BEGIN EXCLUSIVE (retried in slices), the journal renamed to
-   *      `-journal`, fsync the directory (the journal's name durable).
-   *        crash → a whole hot journal of original pages (or, after a power
-   *        loss before the fsync, still the temp) over an untouched
+   *   3. the journal's records written into the kept `-journal` file
+   *      below its zero header, fdatasync (journal-file.ts: a journal whose
+   *      first byte is zero is never hot).
+   *        crash → db untouched, at Sc; the journal is not hot.
+   *   4. BEGIN EXCLUSIVE (retried in slices); the journal's header written,
+   *      fdatasync: the journal is hot from here. (Had the file been
+   *      removed or replaced meanwhile, it is recreated and the records
+   *      written again first, under the lock.)
+   *        crash → a hot journal of original pages over an untouched
    *        database: rollback restores the same bytes.
    *   5. pages written (page 1 patched), file truncated or extended, fdatasync.
    *        crash → torn database, hot journal: every opener must roll back
    *        first (readers get SQLITE_READONLY_ROLLBACK or BUSY, never torn
    *        pages); recover() rolls back to Sc.
-   *   6. unlink the journal: THE COMMIT POINT.
+   *   6. the journal's header zeroed: THE COMMIT POINT.
    *        crash → db at Sp, cursor Sc + pending Sp: recover() records Sp.
-   *   7. ROLLBACK the empty SQL transaction: releases the lock. Then fsync
-   *      the directory (the unlink durable against power loss; until then
-   *      a power loss may restore the journal, and recovery rolls back to
-   *      Sc, as record 1 allows).
+   *   7. ROLLBACK the empty SQL transaction: releases the lock. Then
+   *      fdatasync the journal (the zero header durable against power loss;
+   *      until then a power loss may bring the header back, and recovery
+   *      rolls back to Sc, as record 1 allows; and the next batch's records
+   *      must not overwrite these before it).
    *   8. cursor record 2 (applied Sp): written in place, fdatasync,
    *      now when `settle` is true, else deferred to `settle()`: while
    *      batches follow each other, the next batch's record 1 carries
@@ -501,8 +513,7 @@ export class ApplyWorker {
     // only writer, so its pages and size cannot change before step 5, and
     // readers keep reading meanwhile. Only 4-7 lock them out.
     let lockWaitMs = 0;
-    let journalTemp = false;
-    let journalWritten = false;
+    let journalArmed = false;
     let pagesTouched = false;
     let oldSize = 0;
     let originals: JournalRecord[] = [];
@@ -587,25 +598,21 @@ export class ApplyWorker {
         { ...cursor, generation, pending: { fromSeq: plan.txns[0]!.seq, seq: last.seq, checksum: plan.checksum, durableSeq: pendingDurable } },
       );
       failpoint('replica.apply.after-pending-cursor');
-      // 3. The journal, under a name SQLite never looks at: as
-      //    `-journal` without our lock, a reader would take it for hot.
-      const tempPath = journalTempPath(this.#data.journalPath);
-      const jfd = openSync(tempPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
-      journalTemp = true;
-      try {
-        writeFullySync(jfd, journal);
-        fdatasyncSync(jfd);
-      } finally {
-        closeSync(jfd); // the journal carries no locks: closing it is safe
-      }
-      failpoint('replica.apply.after-journal-temp');
-      // 4. EXCLUSIVE lock, the journal renamed into place (it is hot from
-      //    here), directory fsync (the journal's name).
+      // 3. The records, behind the journal's zero header.
+      const body = journal.subarray(DEFAULT_SECTOR_SIZE);
+      const bodyWritten = this.#journal.inPlace();
+      if (bodyWritten) this.#journal.writeBody(body);
+      failpoint('replica.apply.after-journal-body');
+      // 4. EXCLUSIVE lock; no SQLite connection can touch the journal file
+      //    until it is released, so a file still in place stays ours. The
+      //    header makes the journal hot.
       lockWaitMs = this.#beginExclusive();
-      renameSync(tempPath, this.#data.journalPath);
-      journalTemp = false;
-      journalWritten = true;
-      fsyncDirSync(this.#data.dir);
+      if (!bodyWritten || !this.#journal.inPlace()) {
+        this.#journal.reopen();
+        this.#journal.writeBody(body);
+      }
+      journalArmed = true;
+      this.#journal.arm(journal);
       failpoint('replica.apply.after-journal');
 
       // 5. Pages, in runs of consecutive page numbers.
@@ -622,12 +629,12 @@ export class ApplyWorker {
       }
       if (plan.newSize !== oldSize) ftruncateSync(fd, plan.newSize * pageSize);
       fdatasyncSync(fd);
-      failpoint('replica.apply.before-journal-delete');
+      failpoint('replica.apply.before-journal-zero');
 
       // 6. The commit point. From here on the batch is committed: a later
       // failure must never undo it, only leave the cursor for recover().
-      unlinkSync(this.#data.journalPath);
-      journalWritten = false;
+      this.#journal.disarm();
+      journalArmed = false;
       pagesTouched = false;
       this.#checksumStale = plan.diverged !== null;
       this.#pageSize = pageSize;
@@ -641,22 +648,21 @@ export class ApplyWorker {
         diverged: plan.diverged,
       };
       try {
-        // 7. The lock goes before the directory fsync: readers wait for
-        // the sync of the pages only, not also for the unlink's. A process
-        // crash cannot undo the unlink; a power loss before the fsync can
-        // bring the journal back, and the next opener then rolls back to
-        // Sc, which cursor record 1 (pending Sp) already describes. SQLite
-        // itself (synchronous = FULL) syncs no directory after deleting a
-        // journal. Nothing is acknowledged, and record 2 not written, until
-        // the fsync returns.
+        // 7. The lock goes before the journal's sync: readers wait for the
+        // sync of the pages only, not also for the header's. A process
+        // crash cannot undo the zeroing; a power loss before the sync can
+        // bring the header back, and the next opener then rolls back to
+        // Sc, which cursor record 1 (pending Sp) already describes. Nothing
+        // is acknowledged, record 2 is not written and no later batch
+        // touches the journal until the sync returns.
         this.#db.exec('ROLLBACK');
-        fsyncDirSync(this.#data.dir);
+        this.#journal.sync();
         failpoint('replica.apply.after-commit-before-cursor');
         // 8. Cursor record 2 (a divergence is always recorded at once).
         this.#unsettled = true;
         if (settle || plan.diverged !== null) this.settle();
       } catch (err) {
-        this.#broken = `seq ${last.seq} committed but the directory sync or cursor write after it failed (${(err as Error).message}); reopen the namespace`;
+        this.#broken = `seq ${last.seq} committed but the journal sync or cursor write after it failed (${(err as Error).message}); reopen the namespace`;
         if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
         throw new ApplyFailedError(this.#broken, { cause: err });
       }
@@ -681,14 +687,7 @@ export class ApplyWorker {
       }
       // Undo what was written (nothing, if the failure came after the commit
       // point) and release the lock.
-      if (journalTemp) {
-        try {
-          rmSync(journalTempPath(this.#data.journalPath), { force: true });
-        } catch {
-          // Harmless under its temp name; recover() removes it. #abort must still release the lock.
-        }
-      }
-      this.#abort(journalWritten, pagesTouched, oldSize, originals, batch.pageSize || this.#pageSize);
+      this.#abort(journalArmed, pagesTouched, oldSize, originals, batch.pageSize || this.#pageSize);
       if (err instanceof ApplyFailedError) throw err;
       if (err instanceof WalwireError && err.code !== 'WALWIRE_ERR_FAILPOINT') throw err;
       throw new ApplyFailedError(`apply of seqs ${txns[0]!.seq}..${txns[txns.length - 1]!.seq} failed and was rolled back: ${(err as Error).message}`, { cause: err });
@@ -734,6 +733,9 @@ export class ApplyWorker {
     }
     const fd = this.#fd;
     const lockWaitMs = this.#beginExclusive();
+    // The install writes its own journal at the path (and deletes it at its
+    // commit point); the next apply recreates the kept file.
+    this.#journal.forget();
     let journalWritten = false;
     let pagesTouched = false;
     try {
@@ -871,6 +873,7 @@ export class ApplyWorker {
       // 1.
       checksum = this.#prepareStagedImage(image);
       // 2.
+      this.#journal.forget();
       if (existsSync(journalPath)) unlinkSync(journalPath);
       writeCursorSync(cursorPath, { ...cursor, pending: { fromSeq: image.seq, seq: image.seq, checksum: image.checksum, durableSeq: image.seq, generation: image.generation } });
       failpoint('replica.install.link.after-pending-cursor');
@@ -1026,11 +1029,11 @@ export class ApplyWorker {
   /**
    * Undoes a failed batch while the EXCLUSIVE lock is still held: exactly
    * what SQLite's hot-journal playback would do (restore the original pages,
-   * truncate to the original size, sync, delete the journal). A crash
-   * during the undo leaves the journal hot, and the next opener finishes the
-   * playback; the journal is deleted only after the restored pages are synced.
+   * truncate to the original size, sync, end the journal). A crash during
+   * the undo leaves the journal hot, and the next opener finishes the
+   * playback; the header is zeroed only after the restored pages are synced.
    */
-  #abort(journalWritten: boolean, pagesTouched: boolean, oldSize: number, originals: readonly JournalRecord[], pageSize: number): void {
+  #abort(journalArmed: boolean, pagesTouched: boolean, oldSize: number, originals: readonly JournalRecord[], pageSize: number): void {
     try {
       if (pagesTouched) {
         const fd = this.#fd;
@@ -1038,9 +1041,9 @@ export class ApplyWorker {
         ftruncateSync(fd, oldSize * pageSize);
         fdatasyncSync(fd);
       }
-      if (journalWritten || existsSync(this.#data.journalPath)) {
-        unlinkSync(this.#data.journalPath);
-        fsyncDirSync(this.#data.dir);
+      if (journalArmed) {
+        this.#journal.disarm();
+        this.#journal.sync();
       }
     } catch (err) {
       // The hot journal stays; the next opener (this daemon's recover at the
@@ -1161,11 +1164,6 @@ export class ApplyWorker {
       }
     }
   }
-}
-
-/** Where apply writes a batch's journal before it holds the lock (step 3). */
-function journalTempPath(journalPath: string): string {
-  return `${journalPath}.walwire-tmp`;
 }
 
 function unpack(batch: PackedBatch): Txn[] {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { type Txn, hasCode } from '@walwire/protocol';
 import { Replica, type ReplicaNamespace, type SnapshotRequestEvent, keptDatabaseFd, readCursorSync } from '@walwire/replica';
-import { type CapturedSource, captureSource, captureWal, diffImages, makeTempDir, readReplicaImage, sqliteImageAt, useHarness } from '../../../test/harness/index.js';
+import { type CapturedSource, captureSource, captureWal, diffImages, journalIsHot, makeTempDir, readReplicaImage, sqliteImageAt, useHarness } from '../../../test/harness/index.js';
 
 useHarness();
 
@@ -155,7 +155,7 @@ describe('failures and recovery', () => {
     expect(failed).toHaveLength(1);
     expect(ns.state).toBe('failed');
     expect(readReplicaImage(ns.dbPath).equals(before)).toBe(true);
-    expect(existsSync(`${ns.dbPath}-journal`)).toBe(false);
+    expect(journalIsHot(ns.dbPath)).toBe(false);
     await expect(ns.apply(GEN, txns(2, 2))).rejects.toMatchObject({ code: 'WALWIRE_ERR_APPLY_FAILED' });
     await open.pop()!.close();
     const reopened = await openNs(dataDir);
