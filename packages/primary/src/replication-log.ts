@@ -314,6 +314,9 @@ export class ReplicationLog {
       buf = encodeTxnRecord(full, commits, this.#pageSize, wal, pages, into);
     } catch (err) {
       if (into !== undefined) this.#staged--;
+      // Nothing ran between the reservation and here (no await), so the
+      // seq is still the newest one: give it back, or it would be a gap.
+      this.#nextSeq = seq;
       throw err;
     }
     const record: TxnRecord = { kind: 'txn', seq, generation: this.generation!, txn: { ...full, pages }, commits };

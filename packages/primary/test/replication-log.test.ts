@@ -370,6 +370,20 @@ describe('ReplicationLog tail cache', () => {
     await log.close();
   });
 
+  it('an append that fails to encode leaves no gap in the seqs (regression: its reserved seq was skipped)', async () => {
+    const dir = tempDir();
+    const log = await openLog(dir);
+    await startGen(log, 'a'.repeat(32));
+    const pages = (fill: number, size = PAGE) => [{ pgno: 1, data: new Uint8Array(size).fill(fill) }];
+    expect((await log.appendTxn({ commitSize: 1, checksum: checksum(1), commitTime: 1, pages: pages(1) }, 1, wal(132))).seq).toBe(1);
+    expect(() => log.appendTxn({ commitSize: 1, checksum: checksum(2), commitTime: 2, pages: pages(2, PAGE + 1) }, 1, wal(232))).toThrow(/page 1 has/);
+    expect((await log.appendTxn({ commitSize: 1, checksum: checksum(3), commitTime: 3, pages: pages(3) }, 1, wal(332))).seq).toBe(2);
+    await log.close();
+    const reopened = await openLog(dir);
+    expect((await reopened.readRange(1)).map((r) => r.seq)).toEqual([1, 2]);
+    await reopened.close();
+  });
+
   it('a record larger than the staging arena is encoded in its own buffer and reads back intact', async () => {
     const dir = tempDir();
     const log = await openLog(dir);
