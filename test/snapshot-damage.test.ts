@@ -75,4 +75,40 @@ describe('damaged snapshot image', () => {
     expect(replica.child.lines.some((l) => l.includes('WALWIRE_ERR_SNAPSHOT_DAMAGED'))).toBe(true);
     expect(images(snapshots).length).toBe(1);
   });
+
+  it('is found damaged by its database checksum when it stores no CRCs for the chunk size in use, rebuilt, and the replica converges (regression: CRCs computed from the damaged image vouched for it)', async () => {
+    const dir = makeTempDir();
+    const db = join(dir, 'app.db');
+    await runWriter({ db }, { mode: 'load', txns: 20, rowsPerTxn: 100, payloadBytes: 2000, ratePerSec: 0 }); // ~4 MiB
+    const dataDir = join(dir, 'p');
+    const first = await startPrimaryProcess({ dataDir, dbs: { app: db }, args: ['--snapshot-chunk-bytes', String(MiB)] });
+    await first.child.terminate();
+    const snapshots = join(dataDir, 'app', 'snapshots');
+    const [damaged] = images(snapshots);
+    expect(damaged, 'the image written at start-up').toBeDefined();
+    const at = 2 * MiB + 777;
+    const fd = openSync(join(snapshots, damaged!), 'r+');
+    const byte = Buffer.alloc(1);
+    readSync(fd, byte, 0, 1, at);
+    byte[0] = byte[0]! ^ 0x08;
+    writeSync(fd, byte, 0, 1, at);
+    closeSync(fd);
+
+    // Restarted with another chunk size: the image's stored CRCs (1 MiB chunks) do not apply.
+    const primary = await startPrimaryProcess({ dataDir, dbs: { app: db }, args: ['--snapshot-chunk-bytes', String(2 * MiB)] });
+    const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['app'] });
+    await waitForCatchUp(primary, replica, 'app', db, 60_000);
+    await assertConverged({ primaryDb: db, replicaDb: join(dir, 'r', 'app', 'db.sqlite') });
+    const found = primary.child.lines
+      .map((l) => {
+        try {
+          return JSON.parse(l) as { msg?: string; err?: string };
+        } catch {
+          return {};
+        }
+      })
+      .find((l) => l.msg === 'snapshot image damaged; rebuilding it from the database');
+    expect(found?.err).toMatch(/stores no chunk CRCs for chunks of \d+ pages: damaged on disk/);
+    expect(images(snapshots).length).toBe(1);
+  });
 });

@@ -7,7 +7,10 @@
  * The manifest's CRCs come from the image's meta when it stores them for
  * this chunk size (computed when the image was published), so the image is
  * read once; otherwise a first pass computes them, and the second checks
- * each chunk against them as it is sent. Each chunk is read straight into
+ * each chunk against them as it is sent. CRCs computed from the image itself
+ * would vouch for a damaged image, so that first pass also computes the
+ * database checksum and compares it with the one the image was published
+ * with (SnapshotDamagedError if they differ). Each chunk is read straight into
  * its frame (chunkFrame), CRC'd once, and checked against the manifest's
  * CRC before it is sent: an image whose bytes no longer match their stored
  * CRCs fails here with SnapshotDamagedError naming the chunk, rather than on
@@ -15,7 +18,7 @@
  * combined from the chunk's CRC); the session then has the namespace
  * rebuild the image (PrimaryNamespace.rebuildDamagedSnapshot).
  */
-import { MessageType, type ProtocolLimits, SnapshotDamagedError, chunkFrame, crc32, encodeMessage } from '@walwire/protocol';
+import { DatabaseChecksum, MessageType, type ProtocolLimits, SnapshotDamagedError, chunkFrame, crc32, encodeMessage } from '@walwire/protocol';
 import type { Logger } from '@walwire/runtime';
 import type { FrameSink } from './sender.js';
 
@@ -57,9 +60,17 @@ export async function streamSnapshot(options: {
     const crcs: number[] = stored === undefined ? [] : [...stored];
     if (stored === undefined) {
       const buf = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(total, 1)));
+      const checksum = new DatabaseChecksum(source.pageCount);
       for (let i = 0; i < chunkCount; i++) {
         const len = Math.min(chunkBytes, total - i * chunkBytes);
-        crcs.push(crc32(await source.read(i * chunkBytes, len, buf)));
+        const data = await source.read(i * chunkBytes, len, buf);
+        crcs.push(crc32(data));
+        checksum.addImage(data, source.pageSize, i * chunkPages + 1);
+      }
+      if (checksum.value !== source.checksum) {
+        throw new SnapshotDamagedError(
+          `snapshot image of ${ns} (generation ${source.generation}, seq ${source.seq}) checksums to ${checksum.value}, published as ${source.checksum}, and stores no chunk CRCs for chunks of ${chunkPages} pages: damaged on disk; it is rebuilt from the database`,
+        );
       }
     }
     const fromChunk = options.fromChunk ?? 0;
