@@ -334,7 +334,7 @@ export class ApplyWorker {
       try {
         this.#db.prepare('SELECT count(*) FROM sqlite_schema').get();
         // No journal is hot any more: take over (or create) the kept file.
-        this.#journal.reopen();
+        this.#journal.reopen(this.#fd);
         bytes = this.#verifyFull();
       } finally {
         this.#db.exec('COMMIT');
@@ -608,7 +608,7 @@ export class ApplyWorker {
       //    header makes the journal hot.
       lockWaitMs = this.#beginExclusive();
       if (!bodyWritten || !this.#journal.inPlace()) {
-        this.#journal.reopen();
+        this.#journal.reopen(fd);
         this.#journal.writeBody(body);
       }
       journalArmed = true;

@@ -44,9 +44,17 @@
  * at this path. `inPlace` (checked under the lock, where no SQLite
  * connection can touch the journal) tells whether the path still names our
  * descriptor's file; if not, the caller calls `reopen` and writes the body
- * again.
+ * again. (A writer of its own in journal_mode PERSIST or TRUNCATE would reuse
+ * the file in place, which `inPlace` cannot see; like any other writer it
+ * breaks the replica anyway, see docs/operations-replica-readers.md.)
+ *
+ * The file stays next to the database between batches, so every reader
+ * opens it: pager.c treats a journal it cannot open as hot (hasHotJournal,
+ * SQLITE_CANTOPEN). So it gets the database file's permissions, and its
+ * owner when we run as root, as os_unix.c gives its journals
+ * (findCreateFileMode, robust_open).
  */
-import { closeSync, constants, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, statSync } from 'node:fs';
 import { ApplyFailedError, DEFAULT_SECTOR_SIZE, JOURNAL_HEADER_FIELDS_BYTES } from '@walwire/protocol';
 import { fsyncDirSync, writeFullySync } from '@walwire/runtime';
 
@@ -119,16 +127,23 @@ export class JournalFile {
 
   /**
    * Opens the file at the path, creating it if missing, and makes it a valid
-   * idle journal: whole sectors, at least the initial size, a zero header and
-   * a zero last sector. Call it only where the file cannot be hot: under the
+   * idle journal: the database's permissions (and owner, as root), whole
+   * sectors, at least the initial size, a zero header and a zero last
+   * sector; then fsyncs the directory, so its name is durable before it is
+   * ever armed (every time: a crash inside an earlier reopen may have left a
+   * file whose name never reached the disk). `dbFd` is the database's
+   * descriptor. Call it only where the file cannot be hot: under the
    * EXCLUSIVE lock (SQLite plays a hot journal back when the lock is taken),
    * or after recovery. Crash at any point: the header is zero, so the file is
    * no one's hot journal, and the next reopen repeats this.
    */
-  reopen(): void {
+  reopen(dbFd: number): void {
     this.forget();
-    const fd = openSync(this.#opts.path, constants.O_RDWR | constants.O_CREAT, 0o644);
+    const db = fstatSync(dbFd);
+    const fd = openSync(this.#opts.path, constants.O_RDWR | constants.O_CREAT, db.mode & 0o777);
     try {
+      fchmodSync(fd, db.mode & 0o777);
+      if (process.getuid?.() === 0) fchownSync(fd, db.uid, db.gid);
       const st = fstatSync(fd);
       const created = st.size === 0;
       const size = Math.max(INITIAL_BYTES, roundUp(st.size, SECTOR));
@@ -139,8 +154,7 @@ export class JournalFile {
       writeFullySync(fd, ZERO_HEADER, 0);
       writeFullySync(fd, new Uint8Array(SECTOR), size - SECTOR);
       fdatasyncSync(fd);
-      // The name must be durable before the file is ever armed.
-      if (created) fsyncDirSync(this.#opts.dir);
+      fsyncDirSync(this.#opts.dir);
       this.#fd = fd;
       this.#dev = st.dev;
       this.#ino = st.ino;

@@ -6,7 +6,7 @@
  * left behind its records are never played back.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -35,9 +35,19 @@ function makeRollbackDb(): { db: string; original: Buffer; pageSize: number; pag
 
 const pageOf = (image: Uint8Array, pgno: number, pageSize: number): Uint8Array => image.subarray((pgno - 1) * pageSize, pgno * pageSize);
 
+/** reopen() with a descriptor of the database (no SQLite connection of this process holds a lock when it is closed). */
+function reopen(journal: JournalFile, db: string): void {
+  const fd = openSync(db, 'r');
+  try {
+    journal.reopen(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function journalOf(db: string): JournalFile {
   const journal = new JournalFile({ path: `${db}-journal`, dir: dirname(db) });
-  journal.reopen();
+  reopen(journal, db);
   return journal;
 }
 
@@ -165,13 +175,13 @@ describe('kept journal file', () => {
     const path = `${db}-journal`;
     const journal = new JournalFile({ path, dir: dirname(db) });
     expect(journal.inPlace()).toBe(false);
-    journal.reopen();
+    reopen(journal, db);
     expect(journal.inPlace()).toBe(true);
     unlinkSync(path);
     expect(journal.inPlace()).toBe(false);
     writeFileSync(path, randomBytes(10_000).fill(0xd9, 0, 1)); // someone else's file, not sector-aligned
     expect(journal.inPlace()).toBe(false);
-    journal.reopen();
+    reopen(journal, db);
     expect(journal.inPlace()).toBe(true);
     expect(journalIsHot(db)).toBe(false);
     expect(lastSectorIsZero(path)).toBe(true);
@@ -179,5 +189,23 @@ describe('kept journal file', () => {
     journal.forget();
     expect(journal.inPlace()).toBe(false);
     expect(() => journal.arm(new Uint8Array(28))).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_APPLY_FAILED' }));
+  });
+
+  it('takes the database file\'s permissions whatever the umask, so readers that may open the database can open it (regression: a 0600 journal next to a 0644 database is hot to every other user)', () => {
+    const { db } = makeRollbackDb();
+    chmodSync(db, 0o640);
+    const before = process.umask(0o077);
+    try {
+      const journal = journalOf(db);
+      expect(statSync(`${db}-journal`).mode & 0o777).toBe(0o640);
+      journal.forget();
+      chmodSync(db, 0o644);
+      chmodSync(`${db}-journal`, 0o600); // adopted as found: fixed on reopen
+      reopen(journal, db);
+      expect(statSync(`${db}-journal`).mode & 0o777).toBe(0o644);
+      journal.forget();
+    } finally {
+      process.umask(before);
+    }
   });
 });
