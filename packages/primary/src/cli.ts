@@ -46,6 +46,7 @@ async function main(): Promise<void> {
     blobWindowBytes: flags['blob-window-bytes'] as number,
     blobReadRetryMs: flags['blob-read-retry-ms'] as number,
     maxBlobBytes: flags['max-blob-bytes'] as number,
+    namespaceRetryMs: flags['namespace-retry-ms'] as number,
     retention: {
       maxBytes: flags['retention-max-bytes'] as number,
       maxAgeMs: flags['retention-max-age-ms'] as number,

@@ -1,4 +1,4 @@
-export { Primary, type PrimaryEvents, type PrimaryStatus, type RecordEvent, type NamespaceErrorEvent, type DegradedEvent } from './primary.js';
+export { Primary, type PrimaryEvents, type PrimaryStatus, type RecordEvent, type NamespaceErrorEvent, type NamespaceStartedEvent, type DegradedEvent } from './primary.js';
 export { PrimaryNamespace, type Position, type GenerationEvent, type NamespaceStatus, type NamespaceState, type ResetResult } from './namespace.js';
 export { DEFAULT_PRIMARY_LIMITS, resolvePrimaryOptions, type PrimaryOptions, type PrimaryLimits, type NamespaceConfig, type ResolvedPrimaryOptions } from './options.js';
 export { ReplicationLog, type ReplicationLogOptions, type GenerationStart, type LogRecovery } from './replication-log.js';

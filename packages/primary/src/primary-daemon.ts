@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import {
   type AckMessage,
   InvalidOptionError,
+  NamespaceUnavailableError,
   type ProtocolLimits,
   checkIntegerOption,
   describe,
@@ -204,6 +205,7 @@ export class PrimaryDaemon {
         limits,
         session,
         resolve: (name) => holder.daemon?.streamable(name),
+        unavailable: (name) => holder.daemon?.unavailable(name) ?? null,
         onAck: (s, ns, ack) => holder.daemon?.onAck(s, ns, ack),
       },
       logger,
@@ -231,6 +233,7 @@ export class PrimaryDaemon {
     retention.start();
     primary.on('record', ({ ns }) => d.#signal(ns).fire());
     primary.on('generation', ({ ns }) => d.#signal(ns).fire());
+    primary.on('namespace-started', ({ ns }) => server.reconnectWaiting(ns));
     server.route((req, res) => d.#request(req, res));
     const blobRoutes = new BlobRoutes(primary, logger);
     server.route((req, res) => blobRoutes.handle(req, res));
@@ -318,6 +321,16 @@ export class PrimaryDaemon {
   }
 
   /** The streaming view of a running namespace, or undefined (unknown namespace). */
+  /** Why `name` is configured but not running (WALWIRE_ERR_NAMESPACE_UNAVAILABLE), or null. */
+  unavailable(name: string): string | null {
+    try {
+      this.primary.namespace(name);
+      return null;
+    } catch (err) {
+      return err instanceof NamespaceUnavailableError ? err.message : null;
+    }
+  }
+
   streamable(name: string): StreamableNamespace | undefined {
     let ns: PrimaryNamespace;
     try {

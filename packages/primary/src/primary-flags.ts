@@ -26,6 +26,7 @@ export const PRIMARY_FLAGS: readonly FlagSpec[] = [
   { name: 'max-blobs-in-flight', type: 'integer', description: 'Blobs streamed at once to one replica, per namespace (further blob events queue).', default: 4, min: 1, max: 1024 },
   { name: 'blob-window-bytes', type: 'integer', description: 'Blob content sent to one replica, per namespace, and not yet acknowledged as written; transactions overtake at most this much blob content.', default: 4194304, min: 512 },
   { name: 'blob-read-retry-ms', type: 'integer', description: 'How long a blob read failing with a transient errno (EIO, EAGAIN, EMFILE, …) is retried before the replica is disconnected with WALWIRE_ERR_BLOB_READ_FAILED and streamed the blob again on reconnect.', default: 2000, min: 0, max: 3600000 },
+  { name: 'namespace-retry-ms', type: 'integer', description: 'First delay before a namespace that failed (to start, or while running) is tried again; doubled after each failure up to 30 s. Until then its HTTP routes answer 503 WALWIRE_ERR_NAMESPACE_UNAVAILABLE.', default: 1000, min: 1, max: 3600000 },
   { name: 'max-blob-bytes', type: 'integer', description: 'Largest blob an upload may store; larger ones are refused with 413 WALWIRE_ERR_BLOB_TOO_LARGE.', default: 4294967296, min: 1 },
   { name: 'log-level', type: 'string', description: 'pino level: trace, debug, info, warn, error.', default: 'info' },
   { name: 'log-pretty', type: 'boolean', description: 'Human-readable log lines instead of JSON.', defaultLabel: 'on when stdout is a terminal' },

@@ -12,7 +12,7 @@ import { EventEmitter } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClosedError, InvalidOptionError, NamespaceExistsError, UnknownNamespaceError, assertNamespace, describe } from '@walwire/protocol';
+import { ClosedError, InvalidOptionError, NamespaceExistsError, NamespaceUnavailableError, UnknownNamespaceError, assertNamespace, describe } from '@walwire/protocol';
 import { silentLogger, writeFileDurable, type BlobInfo, type Logger } from '@walwire/runtime';
 import type { BlobDeleteResult, BlobPutOptions, BlobPutResult, BlobStore } from './blob-store.js';
 import { Checkpointer } from './checkpointer.js';
@@ -30,6 +30,12 @@ export interface NamespaceErrorEvent {
   readonly error: Error;
 }
 
+export interface NamespaceStartedEvent {
+  readonly ns: string;
+  /** Attempts that failed before this one. */
+  readonly failedAttempts: number;
+}
+
 export interface DegradedEvent {
   readonly ns: string;
   readonly degraded: boolean;
@@ -43,6 +49,8 @@ export interface PrimaryEvents {
   generation: [GenerationEvent];
   /** A namespace failed (it is retried; others are unaffected). */
   'namespace-error': [NamespaceErrorEvent];
+  /** A namespace that had failed to start has started on a retry. */
+  'namespace-started': [NamespaceStartedEvent];
   /** A namespace's checkpoints became degraded or recovered. */
   degraded: [DegradedEvent];
 }
@@ -62,13 +70,27 @@ export interface PrimaryStatus {
   readonly namespaces: readonly NamespaceStatus[];
 }
 
+interface FailedOpen {
+  readonly error: Error;
+  readonly attempts: number;
+  readonly delayMs: number;
+  readonly retryAt: number | null;
+  readonly timer: NodeJS.Timeout | null;
+}
+
 export class Primary extends EventEmitter<PrimaryEvents> {
   readonly #options: ResolvedPrimaryOptions;
   readonly #logger: Logger;
   readonly #checkpointer: Checkpointer;
   readonly #namespaces = new Map<string, PrimaryNamespace>();
-  /** Namespaces that could not open, with the error; retried by restart only. */
-  readonly #failedToOpen = new Map<string, Error>();
+  /**
+   * Configured namespaces that could not open: the error, and the timer of
+   * the next attempt (a first delay of namespaceRetryMs, doubled after each
+   * failure up to 30 s, as a running namespace retries).
+   */
+  readonly #failedToOpen = new Map<string, FailedOpen>();
+  /** Retried opens in progress, awaited by stop() and removeNamespace(). */
+  readonly #reopening = new Map<string, Promise<void>>();
   #stopped = false;
 
   #started = false;
@@ -117,7 +139,14 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     this.#checkpointer.warm();
   }
 
-  async #open(name: string): Promise<void> {
+  /**
+   * Opens one namespace. A failure is recorded, emitted and, with `retry`
+   * (every open but an admin create, which reports its failure to the
+   * caller instead), retried later: until then the namespace answers
+   * WALWIRE_ERR_NAMESPACE_UNAVAILABLE (HTTP 503), so clients retry instead of
+   * taking it for one that does not exist.
+   */
+  async #open(name: string, retry = true): Promise<void> {
     try {
       const ns = await PrimaryNamespace.open(
         name,
@@ -130,15 +159,44 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         },
         this.#logger.child({ ns: name }),
       );
+      if (this.#stopped || !this.#configs.has(name)) {
+        // Stopped, or removed, while a retry was opening it.
+        await ns.close();
+        return;
+      }
+      const failed = this.#failedToOpen.get(name);
+      this.#failedToOpen.delete(name);
       this.#namespaces.set(name, ns);
       const head = ns.head();
-      this.#logger.info({ ns: name, generation: head.generation, seq: head.seq }, 'namespace started');
+      this.#logger.info({ ns: name, generation: head.generation, seq: head.seq, ...(failed ? { failedAttempts: failed.attempts } : {}) }, 'namespace started');
+      if (failed !== undefined) this.emit('namespace-started', { ns: name, failedAttempts: failed.attempts });
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
-      this.#failedToOpen.set(name, error);
-      this.#logger.error({ ns: name, err: error.message }, 'namespace failed to start; other namespaces are unaffected');
+      const before = this.#failedToOpen.get(name);
+      const attempts = (before?.attempts ?? 0) + 1;
+      const delayMs = before === undefined ? this.#options.namespaceRetryMs : Math.min(before.delayMs * 2, 30_000);
+      const again = retry && !this.#stopped && this.#configs.has(name);
+      const timer = again ? setTimeout(() => this.#retryOpen(name), delayMs) : null;
+      timer?.unref();
+      this.#failedToOpen.set(name, { error, attempts, delayMs, retryAt: again ? Date.now() + delayMs : null, timer });
+      this.#logger.error(
+        { ns: name, err: error.message, attempts, ...(again ? { retryInMs: delayMs } : {}) },
+        again ? 'namespace failed to start; retrying later, other namespaces are unaffected' : 'namespace failed to start; other namespaces are unaffected',
+      );
       this.emit('namespace-error', { ns: name, error });
     }
+  }
+
+  #retryOpen(name: string): void {
+    if (this.#stopped || !this.#configs.has(name) || this.#namespaces.has(name) || this.#reopening.has(name)) return;
+    const attempt = this.#open(name).finally(() => this.#reopening.delete(name));
+    this.#reopening.set(name, attempt);
+  }
+
+  /** Why a configured namespace is not running, with when it is tried again. */
+  #unavailable(name: string, failed: FailedOpen): NamespaceUnavailableError {
+    const next = failed.retryAt === null ? 'not retried' : `next attempt in ${Math.max(0, failed.retryAt - Date.now())} ms`;
+    return new NamespaceUnavailableError(`namespace ${name} is not running: it failed to start (${failed.error.message}); ${failed.attempts} failed attempt(s), ${next}`);
   }
 
   /** The namespace configurations (the option's, plus runtime changes); PrimaryNamespace.open reads them too. */
@@ -182,12 +240,12 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     if (this.#configs.has(name)) throw new NamespaceExistsError(`namespace ${name} already exists on this primary`);
     const resolved = { path: config.path, create: config.create ?? true };
     this.#configs.set(name, resolved);
-    await this.#open(name);
+    await this.#open(name, false);
     const failed = this.#failedToOpen.get(name);
     if (failed !== undefined) {
       this.#failedToOpen.delete(name);
       this.#configs.delete(name);
-      throw failed;
+      throw failed.error;
     }
     await this.#saveRuntimeNamespaces({ add: [name, resolved] });
     return this.head(name);
@@ -202,10 +260,13 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   async removeNamespace(name: string): Promise<void> {
     if (this.#stopped || !this.#started) throw new ClosedError('primary is not running');
     if (!this.#configs.has(name)) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not configured on this primary`);
-    const ns = this.#namespaces.get(name);
-    this.#namespaces.delete(name);
+    clearTimeout(this.#failedToOpen.get(name)?.timer ?? undefined);
     this.#failedToOpen.delete(name);
     this.#configs.delete(name);
+    // A retry that is opening it closes it when done (the config is gone).
+    await this.#reopening.get(name);
+    const ns = this.#namespaces.get(name);
+    this.#namespaces.delete(name);
     if (ns !== undefined) {
       await ns.stopTailing().catch(() => undefined);
       while (this.#checkpointer.status(name)?.running === true) await new Promise((r) => setTimeout(r, 5));
@@ -221,15 +282,19 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     return [...this.#configs.keys()].sort();
   }
 
-  /** The running namespace; WALWIRE_ERR_UNKNOWN_NAMESPACE when not configured or not open. */
+  /**
+   * The running namespace. WALWIRE_ERR_UNKNOWN_NAMESPACE when it is not
+   * configured; WALWIRE_ERR_NAMESPACE_UNAVAILABLE when it is but failed to
+   * start (it is retried) or is still starting.
+   */
   namespace(name: string): PrimaryNamespace {
     if (this.#stopped) throw new ClosedError('primary is stopped');
     const ns = this.#namespaces.get(name);
     if (ns === undefined) {
       const failed = this.#failedToOpen.get(name);
-      throw new UnknownNamespaceError(
-        failed ? `namespace ${name} failed to start: ${failed.message}` : `namespace ${JSON.stringify(name)} is not configured on this primary`,
-      );
+      if (failed !== undefined) throw this.#unavailable(name, failed);
+      if (this.#configs.has(name)) throw new NamespaceUnavailableError(`namespace ${name} is not running yet: it is starting`);
+      throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not configured on this primary`);
     }
     return ns;
   }
@@ -300,7 +365,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       const ns = this.#namespaces.get(name);
       if (ns !== undefined) out.push(ns.status());
       else {
-        const err = this.#failedToOpen.get(name);
+        const failed = this.#failedToOpen.get(name);
+        const err = failed === undefined ? undefined : this.#unavailable(name, failed);
         out.push({
           name,
           path: this.#configs.get(name)!.path,
@@ -311,7 +377,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
           checksum: null,
           commitSize: 0,
           walBytes: 0,
-          lastError: err ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : null,
+          lastError: err ? `${err.code}: ${err.message}` : null,
           checkpoint: null,
           blobs: null,
         });
@@ -327,6 +393,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    for (const failed of this.#failedToOpen.values()) clearTimeout(failed.timer ?? undefined);
+    await Promise.all(this.#reopening.values());
     const all = [...this.#namespaces.values()];
     await Promise.all(all.map((ns) => ns.stopTailing().catch(() => undefined)));
     await this.#checkpointer.close();

@@ -22,6 +22,7 @@ import {
   type Message,
   MessageType,
   BlobReadFailedError,
+  NamespaceUnavailableError,
   ProtocolError,
   type ProtocolLimits,
   TimeoutError,
@@ -144,7 +145,10 @@ export class ReplicaSession {
   readonly #options: SessionOptions;
   readonly #logger: Logger;
   readonly #resolve: (name: string) => StreamableNamespace | undefined;
+  readonly #unavailable: (name: string) => string | null;
   readonly #streams = new Map<string, NsStream>();
+  /** Namespaces this replica asked for that are configured here but not running yet. */
+  readonly #waiting = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
   #state: SessionState = 'awaiting-hello';
   #replicaId: string | null = null;
@@ -160,6 +164,8 @@ export class ReplicaSession {
     session: SessionOptions;
     logger: Logger;
     resolve: (name: string) => StreamableNamespace | undefined;
+    /** Why a namespace that is configured is not running (WALWIRE_ERR_NAMESPACE_UNAVAILABLE), or null. */
+    unavailable: (name: string) => string | null;
     onAck: (s: ReplicaSession, ns: string, ack: AckMessage) => void;
     /** The upgraded TCP socket, for byte-level liveness. */
     socket?: import('node:net').Socket;
@@ -170,6 +176,7 @@ export class ReplicaSession {
     this.#options = options.session;
     this.#logger = options.logger;
     this.#resolve = options.resolve;
+    this.#unavailable = options.unavailable;
     this.#onAck = options.onAck;
     this.#ws.on('message', (data: Buffer, isBinary: boolean) => this.#onFrame(data, isBinary));
     // Liveness counts bytes, not whole messages (a large message on a slow link).
@@ -221,6 +228,11 @@ export class ReplicaSession {
   }
 
   /** Closes the session (server shutdown, namespace reset). */
+  /** True when this replica asked for `ns` while it was not running yet. */
+  waitsFor(ns: string): boolean {
+    return this.#waiting.has(ns);
+  }
+
   close(code: number = CloseCode.GOING_AWAY, reason = 'primary shutting down'): void {
     if (this.#state === 'closed') return;
     this.#shutdown();
@@ -293,11 +305,27 @@ export class ReplicaSession {
     // gets its own non-fatal ERROR and the others stream; only a HELLO that
     // names no served namespace is refused as a whole.
     const served = m.namespaces.filter((p) => this.#resolve(p.ns)?.log.generation !== undefined);
+    // A namespace configured here but not running (it failed to start and
+    // is retried) is not refused for good: the replica is told to wait, and
+    // reconnected once it runs (reconnectWaiting).
+    const unavailable = new Map<string, string>();
+    for (const p of m.namespaces) {
+      const why = served.includes(p) ? null : this.#unavailable(p.ns);
+      if (why !== null) unavailable.set(p.ns, why);
+    }
     if (served.length === 0 && m.namespaces.length > 0) {
+      if (unavailable.size > 0) throw new NamespaceUnavailableError([...unavailable.values()].join('; '));
       throw new UnknownNamespaceError(`namespace ${m.namespaces.map((p) => JSON.stringify(p.ns)).join(', ')} does not exist on this primary`);
     }
     for (const p of m.namespaces) {
       if (served.includes(p)) continue;
+      const why = unavailable.get(p.ns);
+      if (why !== undefined) {
+        this.#waiting.add(p.ns);
+        this.#logger.warn({ ns: p.ns, replica: m.replicaId, reason: why }, 'replica asked for a namespace that is not running yet; it is reconnected once it runs');
+        this.#send({ type: MessageType.ERROR, code: 'WALWIRE_ERR_NAMESPACE_UNAVAILABLE', message: why, ns: p.ns, fatal: false });
+        continue;
+      }
       this.#logger.warn({ ns: p.ns, replica: m.replicaId }, 'replica asked for a namespace this primary does not serve');
       this.#send({ type: MessageType.ERROR, code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE', message: `namespace ${JSON.stringify(p.ns)} does not exist on this primary`, ns: p.ns, fatal: false });
     }

@@ -26,6 +26,8 @@ export interface ReplicationServerOptions {
   readonly limits: ProtocolLimits;
   readonly session: SessionOptions;
   readonly resolve: (name: string) => StreamableNamespace | undefined;
+  /** Why a configured namespace is not running yet, or null (see ReplicaSession). */
+  readonly unavailable: (name: string) => string | null;
   readonly onAck: (session: ReplicaSession, ns: string, ack: AckMessage) => void;
 }
 
@@ -89,6 +91,14 @@ export class ReplicationServer {
     return [...this.#sessions].map((s) => s.status);
   }
 
+  /**
+   * A namespace that was not running now runs: closes the sessions of
+   * replicas that asked for it meanwhile, so they reconnect and stream it.
+   */
+  reconnectWaiting(ns: string): void {
+    for (const s of this.#sessions) if (s.waitsFor(ns)) s.close(1001, `namespace ${ns} is running now; reconnect to stream it`);
+  }
+
   /** Closes every session of one namespace's replicas (e.g. after reset-replication). */
   disconnectNamespace(ns: string, reason: string): void {
     for (const s of this.#sessions) if (s.status.namespaces.some((n) => n.ns === ns)) s.close(1001, reason);
@@ -124,6 +134,7 @@ export class ReplicationServer {
         session: this.#options.session,
         logger: this.#logger.child({ conn: id, remote }),
         resolve: this.#options.resolve,
+        unavailable: this.#options.unavailable,
         onAck: this.#options.onAck,
       });
       this.#sessions.add(session);

@@ -7,6 +7,7 @@
 import { describe, expect, it, afterEach } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Primary, type RecordEvent, type GenerationEvent, type NamespaceErrorEvent } from '@walwire/primary';
@@ -89,13 +90,14 @@ describe('Primary library API', () => {
     await again.stop();
   });
 
-  it('a namespace that cannot open is reported; the others start', async () => {
+  it('a namespace that cannot open is reported, answers WALWIRE_ERR_NAMESPACE_UNAVAILABLE and is retried; the others start', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
     dirs.push(dir);
     const db = join(dir, 'ok.db');
     const primary = new Primary({
       dataDir: join(dir, 'data'),
       namespaces: { ok: { path: db }, missing: { path: join(dir, 'missing.db'), create: false } },
+      namespaceRetryMs: 20,
     });
     const errors: NamespaceErrorEvent[] = [];
     primary.on('namespace-error', (e) => errors.push(e));
@@ -109,7 +111,19 @@ describe('Primary library API', () => {
     } catch (e) {
       err = e;
     }
-    expect(hasCode(err, 'WALWIRE_ERR_UNKNOWN_NAMESPACE')).toBe(true);
+    expect(hasCode(err, 'WALWIRE_ERR_NAMESPACE_UNAVAILABLE')).toBe(true);
+    expect(() => primary.head('nope')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE' }));
+    // Retried (20, 40 ms …) until the database exists; then it runs.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(errors.length).toBeGreaterThanOrEqual(2);
+    const started = new Promise<number>((resolve) => primary.once('namespace-started', (e) => resolve(e.failedAttempts)));
+    const created = new Database(join(dir, 'missing.db'));
+    created.pragma('journal_mode = WAL');
+    created.exec('CREATE TABLE t(x)');
+    created.close();
+    expect(await started).toBeGreaterThanOrEqual(2);
+    expect(primary.head('missing').seq).toBeGreaterThanOrEqual(0);
+    expect(primary.status().namespaces.find((n) => n.name === 'missing')!.state).toBe('running');
     await primary.stop();
   });
 

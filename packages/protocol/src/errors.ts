@@ -118,6 +118,12 @@ export class UnknownNamespaceError extends WalwireError {
   override readonly code = 'WALWIRE_ERR_UNKNOWN_NAMESPACE' as const;
 }
 
+/** The namespace is configured but not running: it failed to start, and the daemon retries (try again later). */
+export class NamespaceUnavailableError extends WalwireError {
+  override readonly name = 'NamespaceUnavailableError' as const;
+  override readonly code = 'WALWIRE_ERR_NAMESPACE_UNAVAILABLE' as const;
+}
+
 // ---------------------------------------------------------------------------
 // Runtime: replication state.
 // ---------------------------------------------------------------------------
@@ -310,6 +316,7 @@ export const ERROR_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, Er
       InvalidOptionError,
       InvalidNamespaceError,
       UnknownNamespaceError,
+      NamespaceUnavailableError,
       LogCorruptError,
       DivergedError,
       SnapshotRequiredError,

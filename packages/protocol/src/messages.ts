@@ -324,6 +324,8 @@ export const CloseCode = {
   MESSAGE_TOO_BIG: 1009,
   /** RFC 6455 §7.4.1: the server met an unexpected condition (here: a blob it cannot read). */
   INTERNAL_ERROR: 1011,
+  /** IANA WebSocket close code registry: try again later (here: no namespace asked for is running yet). */
+  TRY_AGAIN_LATER: 1013,
   UNSUPPORTED_VERSION: 4001,
   UNKNOWN_NAMESPACE: 4002,
   HANDSHAKE_TIMEOUT: 4003,
@@ -352,6 +354,8 @@ export function closeCodeFor(code: string): number {
     case 'WALWIRE_ERR_BLOB_READ_FAILED':
     case 'WALWIRE_ERR_SNAPSHOT_DAMAGED':
       return CloseCode.INTERNAL_ERROR;
+    case 'WALWIRE_ERR_NAMESPACE_UNAVAILABLE':
+      return CloseCode.TRY_AGAIN_LATER;
     default:
       return CloseCode.PROTOCOL_ERROR;
   }

@@ -58,7 +58,8 @@ export async function readJsonBody(req: IncomingMessage, maxBytes = 1024 * 1024)
  * Maps an error to an HTTP status: 400 for bad input (or a primary-only
  * request to a replica; a blob id, checksum or length that is wrong), 404
  * unknown namespace, route or blob, 409 namespace or blob exists, 413 blob
- * too large, 416 range not satisfiable, 504 timeout, else 500.
+ * too large, 416 range not satisfiable, 503 closed or a namespace that is not
+ * running yet, 504 timeout, else 500.
  */
 export function statusForError(err: unknown): number {
   if (!(err instanceof WalwireError)) return 500;
@@ -85,6 +86,7 @@ export function statusForError(err: unknown): number {
     case 'WALWIRE_ERR_TIMEOUT':
       return 504;
     case 'WALWIRE_ERR_CLOSED':
+    case 'WALWIRE_ERR_NAMESPACE_UNAVAILABLE':
       return 503;
     default:
       return 500;
