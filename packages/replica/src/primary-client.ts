@@ -295,8 +295,16 @@ export class ReplicationClient extends EventEmitter<ClientEvents> {
       txns: (ns, generation, txns, bytes) => {
         // Promise reactions run in registration order, so batches queued behind
         // a gate still reach the applier in seq order.
-        const gate = conn.gates.get(ns)?.done ?? Promise.resolve();
-        this.#track(conn, bytes, gate.then(() => this.#namespace(ns)).then((n) => n.apply(generation, txns)), ns, log);
+        const gate = conn.gates.get(ns);
+        const apply = (): Promise<unknown> => this.#namespace(ns).then((n) => n.apply(generation, txns));
+        // Behind a gate, the blob events of this stream wait too, and they
+        // are dropped if the connection has closed by the time the gate
+        // opens (#blob). So are its transactions: the install reset the
+        // durable cursor's tracker, and nothing else would hold the cursor
+        // below a blob event that never ran. The next connection resumes
+        // from the durable seq and sends both again.
+        const work = gate === undefined ? apply() : gate.done.then(() => (conn.closing ? undefined : apply()));
+        this.#track(conn, bytes, work, ns, log);
       },
       snapshotBegin: (m) => {
         // Blob streams of the stream this snapshot replaces will not finish.
