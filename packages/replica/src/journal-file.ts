@@ -202,15 +202,17 @@ export class JournalFile {
 
   /**
    * Makes the zeroed header durable; then cuts a file grown past the size
-   * limit back. Crash during the cut: the header is already durably zero.
+   * limit back: the sector that will be last is zeroed first, then the file
+   * is truncated, so its last sector is zero at every step. Crash during
+   * the cut: the header is already durably zero, so nothing is hot.
    */
   sync(): void {
     const fd = this.#requireFd();
     fdatasyncSync(fd);
     if (this.#size > SIZE_LIMIT_BYTES) {
+      writeFullySync(fd, new Uint8Array(SECTOR), INITIAL_BYTES - SECTOR);
       ftruncateSync(fd, INITIAL_BYTES);
       this.#size = INITIAL_BYTES;
-      writeFullySync(fd, new Uint8Array(SECTOR), INITIAL_BYTES - SECTOR);
       fdatasyncSync(fd);
     }
   }

@@ -237,6 +237,7 @@ export class ReplicaNamespace extends EventEmitter<NamespaceEvents> {
       dir,
       fd,
       lockAttemptMs: options.lockAttemptMs,
+      lockSpinMs: options.lockSpinMs,
       verifyReadBytes: options.verifyReadBytes,
     });
     let recovered: RecoverResult;

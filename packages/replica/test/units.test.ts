@@ -25,6 +25,7 @@ describe('resolveReplicaOptions', () => {
     const o = resolveReplicaOptions({ dataDir: '/tmp/x' });
     expect(o.maxBatchTxns).toBe(DEFAULT_REPLICA_OPTIONS.maxBatchTxns);
     expect(o.lockAttemptMs).toBe(250);
+    expect(o.lockSpinMs).toBe(2);
     expect(o.lockWaitWarnMs).toBe(1000);
     expect(o.maxBatchBytes).toBe(64 * 1024 * 1024);
     expect(Object.isFrozen(o)).toBe(true);
@@ -33,6 +34,7 @@ describe('resolveReplicaOptions', () => {
   it('names the option and the value received', () => {
     expect(() => resolveReplicaOptions({ dataDir: '/tmp/x', maxBatchTxns: 0 })).toThrow(/option maxBatchTxns must be an integer from 1 to .*received 0/);
     expect(() => resolveReplicaOptions({ dataDir: '/tmp/x', lockAttemptMs: 1.5 })).toThrow(/lockAttemptMs.*received 1.5/);
+    expect(() => resolveReplicaOptions({ dataDir: '/tmp/x', lockSpinMs: -1 })).toThrow(/lockSpinMs.*received -1/);
     expect(() => resolveReplicaOptions({ dataDir: '' })).toThrow(InvalidOptionError);
     expect(() => resolveReplicaOptions({ dataDir: 7 as unknown as string })).toThrow(/dataDir.*received 7/);
     expect(() => resolveReplicaOptions({ dataDir: '/tmp/x', verifyReadBytes: 10 })).toThrow(/verifyReadBytes.*received 10/);
