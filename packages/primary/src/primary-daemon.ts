@@ -320,7 +320,6 @@ export class PrimaryDaemon {
     return s;
   }
 
-  /** The streaming view of a running namespace, or undefined (unknown namespace). */
   /** Why `name` is configured but not running (WALWIRE_ERR_NAMESPACE_UNAVAILABLE), or null. */
   unavailable(name: string): string | null {
     try {
@@ -331,6 +330,7 @@ export class PrimaryDaemon {
     }
   }
 
+  /** The streaming view of a running namespace, or undefined (unknown namespace). */
   streamable(name: string): StreamableNamespace | undefined {
     let ns: PrimaryNamespace;
     try {

@@ -32,7 +32,7 @@ export interface NamespaceErrorEvent {
 
 export interface NamespaceStartedEvent {
   readonly ns: string;
-  /** Attempts that failed before this one. */
+  /** Attempts that failed before this one (0 when the first attempt succeeded). */
   readonly failedAttempts: number;
 }
 
@@ -49,7 +49,7 @@ export interface PrimaryEvents {
   generation: [GenerationEvent];
   /** A namespace failed (it is retried; others are unaffected). */
   'namespace-error': [NamespaceErrorEvent];
-  /** A namespace that had failed to start has started on a retry. */
+  /** A namespace started: at start-up, created at runtime, or on a retry after it failed to start. */
   'namespace-started': [NamespaceStartedEvent];
   /** A namespace's checkpoints became degraded or recovered. */
   degraded: [DegradedEvent];
@@ -147,6 +147,10 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    * taking it for one that does not exist.
    */
   async #open(name: string, retry = true): Promise<void> {
+    // The configuration this open is for: a remove (and maybe a new add of
+    // the name) while it runs makes its outcome void.
+    const config = this.#configs.get(name);
+    const current = (): boolean => !this.#stopped && config !== undefined && this.#configs.get(name) === config;
     try {
       const ns = await PrimaryNamespace.open(
         name,
@@ -159,8 +163,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         },
         this.#logger.child({ ns: name }),
       );
-      if (this.#stopped || !this.#configs.has(name)) {
-        // Stopped, or removed, while a retry was opening it.
+      if (!current()) {
+        // Stopped, or removed (and maybe created again), while it opened.
         await ns.close();
         return;
       }
@@ -169,13 +173,17 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       this.#namespaces.set(name, ns);
       const head = ns.head();
       this.#logger.info({ ns: name, generation: head.generation, seq: head.seq, ...(failed ? { failedAttempts: failed.attempts } : {}) }, 'namespace started');
-      if (failed !== undefined) this.emit('namespace-started', { ns: name, failedAttempts: failed.attempts });
+      this.emit('namespace-started', { ns: name, failedAttempts: failed?.attempts ?? 0 });
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
+      if (!current()) {
+        this.#logger.warn({ ns: name, err: error.message }, 'namespace failed to start after it was removed or the primary stopped; ignored');
+        return;
+      }
       const before = this.#failedToOpen.get(name);
       const attempts = (before?.attempts ?? 0) + 1;
       const delayMs = before === undefined ? this.#options.namespaceRetryMs : Math.min(before.delayMs * 2, 30_000);
-      const again = retry && !this.#stopped && this.#configs.has(name);
+      const again = retry;
       const timer = again ? setTimeout(() => this.#retryOpen(name), delayMs) : null;
       timer?.unref();
       this.#failedToOpen.set(name, { error, attempts, delayMs, retryAt: again ? Date.now() + delayMs : null, timer });
@@ -260,11 +268,14 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   async removeNamespace(name: string): Promise<void> {
     if (this.#stopped || !this.#started) throw new ClosedError('primary is not running');
     if (!this.#configs.has(name)) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not configured on this primary`);
+    // No further retry; one in flight finishes first (it runs the namespace
+    // or records its failure), while the name is still taken, so that no
+    // create of the same name can start meanwhile.
+    clearTimeout(this.#failedToOpen.get(name)?.timer ?? undefined);
+    await this.#reopening.get(name);
     clearTimeout(this.#failedToOpen.get(name)?.timer ?? undefined);
     this.#failedToOpen.delete(name);
     this.#configs.delete(name);
-    // A retry that is opening it closes it when done (the config is gone).
-    await this.#reopening.get(name);
     const ns = this.#namespaces.get(name);
     this.#namespaces.delete(name);
     if (ns !== undefined) {

@@ -227,12 +227,12 @@ export class ReplicaSession {
     };
   }
 
-  /** Closes the session (server shutdown, namespace reset). */
   /** True when this replica asked for `ns` while it was not running yet. */
   waitsFor(ns: string): boolean {
     return this.#waiting.has(ns);
   }
 
+  /** Closes the session (server shutdown, namespace reset). */
   close(code: number = CloseCode.GOING_AWAY, reason = 'primary shutting down'): void {
     if (this.#state === 'closed') return;
     this.#shutdown();

@@ -6,12 +6,13 @@
  */
 import { describe, expect, it, afterEach } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Primary, type RecordEvent, type GenerationEvent, type NamespaceErrorEvent } from '@walwire/primary';
 import { GENERATION_PATTERN, hasCode } from '@walwire/protocol';
+import type { Logger } from '@walwire/runtime';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -124,6 +125,42 @@ describe('Primary library API', () => {
     expect(await started).toBeGreaterThanOrEqual(2);
     expect(primary.head('missing').seq).toBeGreaterThanOrEqual(0);
     expect(primary.status().namespaces.find((n) => n.name === 'missing')!.state).toBe('running');
+    await primary.stop();
+  });
+
+  it('a namespace removed while a retry is opening it is gone: unknown, not unavailable (regression: the failed retry recorded it again, and it answered 503 for good)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
+    dirs.push(dir);
+    const ok = join(dir, 'ok.db');
+    const dataDir = join(dir, 'data');
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(join(dataDir, 'bad'), 'a file where the namespace directory should be'); // every open of 'bad' fails
+    let primary: Primary | undefined;
+    let removal: Promise<void> | undefined;
+    let opens = 0;
+    // Each open of a namespace asks for a child logger first: the second open of 'bad' is the first retry.
+    const logger = {
+      level: 'info',
+      trace() {},
+      debug() {},
+      info() {},
+      warn() {},
+      error() {},
+      fatal() {},
+      child(bindings: { ns?: string }) {
+        if (bindings?.ns === 'bad' && ++opens === 2) removal = primary!.removeNamespace('bad');
+        return logger;
+      },
+    } as unknown as Logger;
+    primary = new Primary({ dataDir, namespaces: { ok: { path: ok }, bad: { path: join(dir, 'bad.db') } }, namespaceRetryMs: 20, logger });
+    await primary.start();
+    expect(() => primary!.head('bad')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_NAMESPACE_UNAVAILABLE' }));
+    for (let i = 0; i < 200 && removal === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    await removal;
+    expect(primary.namespaces()).toEqual(['ok']);
+    await new Promise((r) => setTimeout(r, 100)); // no later retry brings it back
+    expect(() => primary!.head('bad')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE' }));
+    expect(opens).toBe(2);
     await primary.stop();
   });
 

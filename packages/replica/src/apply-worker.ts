@@ -1145,7 +1145,7 @@ export class ApplyWorker {
    * Takes SQLite's EXCLUSIVE lock. Returns the time waited.
    *
    * First, for up to lockSpinMs, attempts that do not wait (busy timeout 0)
-   * every 50 µs: one that meets a reader's SHARED lock fails at once and
+   * every 50–150 µs: one that meets a reader's SHARED lock fails at once and
    * gives PENDING back (btree.c unlocks after a failed BEGIN), so readers
    * are not locked out between attempts, and a reader's query (microseconds)
    * has usually ended by the next one. A waiting attempt would hold PENDING
@@ -1191,7 +1191,7 @@ export class ApplyWorker {
           const code = (err as { code?: string }).code;
           if (code !== 'SQLITE_BUSY' && code !== 'SQLITE_BUSY_SNAPSHOT' && code !== 'SQLITE_LOCKED') throw err;
         }
-        if (performance.now() - start >= this.#data.lockSpinMs) return false;
+        if (performance.now() - start >= this.#data.lockSpinMs || Atomics.load(this.#data.abortFlag, 0) === 1) return false;
         Atomics.wait(SPIN_CELL, 0, 0, SPIN_PAUSE_MS);
       }
     } finally {
@@ -1200,7 +1200,7 @@ export class ApplyWorker {
   }
 }
 
-/** Pause between the non-waiting lock attempts (see #beginExclusive). */
+/** Pause asked for between the non-waiting lock attempts (see #beginExclusive); the kernel makes it about 50–150 µs. */
 const SPIN_PAUSE_MS = 0.05;
 /** Never notified: Atomics.wait on it is a sub-millisecond sleep. */
 const SPIN_CELL = new Int32Array(new SharedArrayBuffer(4));

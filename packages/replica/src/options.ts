@@ -46,7 +46,7 @@ export interface ReplicaOptions {
   readonly lockAttemptMs?: number;
   /**
    * Before those attempts, how long the applier tries to take the lock
-   * without waiting inside SQLite: an attempt every 50 µs that fails at once
+   * without waiting inside SQLite: an attempt every 50–150 µs that fails at once
    * when a reader holds its lock and gives the PENDING lock back. Readers'
    * queries take microseconds, so one of these attempts usually finds a
    * gap; a waiting attempt instead holds PENDING through SQLite's first 1 ms
