@@ -89,7 +89,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    * failure up to 30 s, as a running namespace retries).
    */
   readonly #failedToOpen = new Map<string, FailedOpen>();
-  /** Retried opens in progress, awaited by stop() and removeNamespace(). */
+  /** Opens in progress after start-up (retries, admin creates), awaited by stop() and removeNamespace(). */
   readonly #reopening = new Map<string, Promise<void>>();
   #stopped = false;
 
@@ -248,7 +248,20 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     if (this.#configs.has(name)) throw new NamespaceExistsError(`namespace ${name} already exists on this primary`);
     const resolved = { path: config.path, create: config.create ?? true };
     this.#configs.set(name, resolved);
-    await this.#open(name, false);
+    // Registered before the open starts, so that a stop() or a removal that
+    // begins at any point of it waits for it.
+    let opened = (): void => {};
+    const opening = new Promise<void>((resolve) => (opened = resolve));
+    this.#reopening.set(name, opening);
+    try {
+      await this.#open(name, false);
+    } finally {
+      opened();
+      if (this.#reopening.get(name) === opening) this.#reopening.delete(name);
+    }
+    // Not remembered when the primary stopped or the name was deleted meanwhile (the open closed itself).
+    if (this.#stopped) throw new ClosedError(`primary stopped while namespace ${name} was being created`);
+    if (this.#configs.get(name) !== resolved) throw new UnknownNamespaceError(`namespace ${name} was deleted while it was being created`);
     const failed = this.#failedToOpen.get(name);
     if (failed !== undefined) {
       this.#failedToOpen.delete(name);

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it, afterEach } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -103,7 +103,9 @@ describe('Primary library API', () => {
     const errors: NamespaceErrorEvent[] = [];
     primary.on('namespace-error', (e) => errors.push(e));
     await primary.start();
-    expect(errors.map((e) => e.ns)).toEqual(['missing']);
+    // 'missing' failed (perhaps retried already, every 20 ms); 'ok' did not.
+    expect(errors.length).toBeGreaterThanOrEqual(1);
+    expect(errors.every((e) => e.ns === 'missing')).toBe(true);
     expect(primary.status().namespaces.find((n) => n.name === 'missing')!.state).toBe('failed');
     expect(primary.head('ok').seq).toBe(0);
     let err: unknown;
@@ -153,8 +155,7 @@ describe('Primary library API', () => {
       },
     } as unknown as Logger;
     primary = new Primary({ dataDir, namespaces: { ok: { path: ok }, bad: { path: join(dir, 'bad.db') } }, namespaceRetryMs: 20, logger });
-    await primary.start();
-    expect(() => primary!.head('bad')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_NAMESPACE_UNAVAILABLE' }));
+    await primary.start(); // the first retry may already have run (and the removal with it)
     for (let i = 0; i < 200 && removal === undefined; i++) await new Promise((r) => setTimeout(r, 10));
     await removal;
     expect(primary.namespaces()).toEqual(['ok']);
@@ -162,6 +163,34 @@ describe('Primary library API', () => {
     expect(() => primary!.head('bad')).toThrow(expect.objectContaining({ code: 'WALWIRE_ERR_UNKNOWN_NAMESPACE' }));
     expect(opens).toBe(2);
     await primary.stop();
+  });
+
+  it('a namespace being created when the primary stops is not remembered (regression: the create saved it to namespaces.json after the stop)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
+    dirs.push(dir);
+    const dataDir = join(dir, 'data');
+    let primary: Primary | undefined;
+    let stopping: Promise<void> | undefined;
+    // Each open of a namespace asks for a child logger first: stop while 'late' opens.
+    const logger = {
+      level: 'info',
+      trace() {},
+      debug() {},
+      info() {},
+      warn() {},
+      error() {},
+      fatal() {},
+      child(bindings: { ns?: string }) {
+        if (bindings?.ns === 'late' && stopping === undefined) stopping = primary!.stop();
+        return logger;
+      },
+    } as unknown as Logger;
+    primary = new Primary({ dataDir, namespaces: { ok: { path: join(dir, 'ok.db') } }, logger });
+    await primary.start();
+    await expect(primary.addNamespace('late', { path: join(dir, 'late.db') })).rejects.toMatchObject({ code: 'WALWIRE_ERR_CLOSED' });
+    await stopping;
+    const remembered = join(dataDir, 'namespaces.json');
+    expect(existsSync(remembered) ? readFileSync(remembered, 'utf8') : '').not.toContain('late');
   });
 
   it('rejects invalid options with the option name and value', () => {
