@@ -74,7 +74,7 @@ const ZERO_MAGIC = new Uint8Array(8);
 
 export interface JournalFileOptions {
   readonly path: string;
-  /** The directory holding it (fsync'd once when the file is created). */
+  /** The directory holding it (fsync'd by every reopen). */
   readonly dir: string;
 }
 
@@ -111,7 +111,7 @@ export class JournalFile {
 
   /**
    * True when the descriptor is open and the path still names its file.
-   * Cheap (two stats); the apply worker asks before writing a body without
+   * Cheap (one stat); the apply worker asks before writing a body without
    * the lock, and again under the lock, where the answer holds until the
    * lock is released.
    */
