@@ -58,6 +58,9 @@ describe('a namespace that fails to start', () => {
     const replica = await startReplicaProcess({ dataDir: join(dir, 'r'), url: replicationUrl(primary.port), namespaces: ['good', 'app'] });
     await waitForCatchUp(primary, replica, 'good', good, 30_000);
     await replica.child.waitForLine(/WALWIRE_ERR_NAMESPACE_UNAVAILABLE/, 10_000);
+    // A replica that asks for nothing else is refused with close 1013 (try again later), and keeps retrying.
+    const only = await startReplicaProcess({ dataDir: join(dir, 'r2'), url: replicationUrl(primary.port), namespaces: ['app'] });
+    await only.child.waitForLine(/"code":1013,.*"msg":"disconnected"/, 10_000);
     // Retried meanwhile (the delay doubles from 200 ms).
     await primary.child.waitForLine(/"ns":"app".*"attempts":3.*namespace failed to start; retrying later/, 10_000);
 
@@ -70,6 +73,8 @@ describe('a namespace that fails to start', () => {
 
     await waitForCatchUp(primary, replica, 'app', app, 60_000);
     await waitForDurable(primary, replica, 'app', 60_000);
+    await waitForCatchUp(primary, only, 'app', app, 60_000);
+    await assertConverged({ primaryDb: app, replicaDb: join(dir, 'r2', 'app', 'db.sqlite') });
     await assertConverged({ primaryDb: app, replicaDb: join(dir, 'r', 'app', 'db.sqlite'), primaryBlobs: join(dir, 'p', 'app', 'blobs'), replicaBlobs: join(dir, 'r', 'app', 'blobs') });
     await assertConverged({ primaryDb: good, replicaDb: join(dir, 'r', 'good', 'db.sqlite') });
     // The replica was reconnected for it, not left waiting for an unrelated reconnect.
