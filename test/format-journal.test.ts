@@ -15,29 +15,10 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type JournalRecord, JournalFormatError, decodeJournal, encodeJournal, parseDatabaseHeader, patchReplicaPage1 } from '@walwire/protocol';
-import { integrityCheck, makeTempDir, spawnFixture, sqlite3Cli, useHarness } from './harness/index.js';
+import { type JournalRecord, JournalFormatError, decodeJournal, encodeJournal, patchReplicaPage1 } from '@walwire/protocol';
+import { integrityCheck, makeRollbackDb, makeTempDir, pageOf, spawnFixture, sqlite3Cli, useHarness } from './harness/index.js';
 
 useHarness();
-
-function makeRollbackDb(): { db: string; original: Buffer; pageSize: number; pages: number } {
-  const db = join(makeTempDir(), 'replica.db');
-  sqlite3Cli(
-    db,
-    [
-      'PRAGMA journal_mode=DELETE;',
-      'CREATE TABLE a(id INTEGER PRIMARY KEY, v BLOB);',
-      'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60) INSERT INTO a(v) SELECT randomblob(500) FROM n;',
-      'CREATE INDEX a_v ON a(v);',
-    ].join('\n'),
-  );
-  const original = readFileSync(db);
-  const pageSize = parseDatabaseHeader(original).pageSize;
-  expect(original[18]).toBe(1); // rollback-journal mode
-  return { db, original, pageSize, pages: original.length / pageSize };
-}
-
-const pageOf = (image: Uint8Array, pgno: number, pageSize: number): Uint8Array => image.subarray((pgno - 1) * pageSize, pgno * pageSize);
 
 /** Writes the journal, then the modified image, as the applier does (journal first). */
 function crashMidApply(db: string, journal: Uint8Array, modified: Uint8Array): void {

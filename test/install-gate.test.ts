@@ -13,13 +13,13 @@
  * process holding a read transaction.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   ChaosProxy,
   TEST_TOKEN,
   assertConverged,
+  blobFiles,
   makeTempDir,
   putBlob,
   runWriter,
@@ -33,18 +33,16 @@ import {
 
 useHarness();
 
-const blobNames = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir).filter((n) => !n.startsWith('.')) : []);
+const count = (child: { readonly lines: readonly string[] }, pattern: RegExp): number => child.lines.filter((l) => pattern.test(l)).length;
 
-/** Waits until `child` has printed `count` lines matching `pattern` (waitForLine also matches earlier lines). */
-async function waitForCount(child: { readonly lines: readonly string[] }, pattern: RegExp, count: number, timeoutMs = 30_000): Promise<void> {
+/** Waits until `child` has printed `n` lines matching `pattern` (waitForLine also matches earlier lines). */
+async function waitForCount(child: { readonly lines: readonly string[] }, pattern: RegExp, n: number, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (child.lines.filter((l) => pattern.test(l)).length < count) {
-    if (Date.now() > deadline) throw new Error(`fewer than ${count} lines matching ${pattern} within ${timeoutMs} ms`);
+  while (count(child, pattern) < n) {
+    if (Date.now() > deadline) throw new Error(`fewer than ${n} lines matching ${pattern} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-
-const count = (child: { readonly lines: readonly string[] }, pattern: RegExp): number => child.lines.filter((l) => pattern.test(l)).length;
 const DISCONNECTED = /"msg":"disconnected"/;
 const INSTALLED = /"msg":"bootstrap complete: snapshot installed"/;
 
@@ -61,7 +59,7 @@ describe('blob events queued behind a snapshot install', () => {
       await waitForCatchUp(primary, replica, 'app', db);
       await waitForDurable(primary, replica, 'app');
       const replicaBlobs = join(dir, 'r', 'app', 'blobs');
-      expect(blobNames(replicaBlobs).some((n) => n.startsWith('doomed~'))).toBe(true);
+      expect(blobFiles(replicaBlobs).has('doomed')).toBe(true);
 
       // A reader holds the replica's database, so the next install waits for its lock.
       const reader = spawnFixture('replica-long-reader', [JSON.stringify({ db: join(dir, 'r', 'app', 'db.sqlite'), table: 'sqlite_schema' })]);
@@ -88,7 +86,7 @@ describe('blob events queued behind a snapshot install', () => {
 
       await waitForCatchUp(primary, replica, 'app', db, 60_000);
       await waitForDurable(primary, replica, 'app', 60_000);
-      expect(blobNames(replicaBlobs).filter((n) => n.startsWith('doomed~'))).toEqual([]);
+      expect(blobFiles(replicaBlobs).has('doomed')).toBe(false);
       await assertConverged({ primaryDb: db, replicaDb: join(dir, 'r', 'app', 'db.sqlite'), primaryBlobs: join(dir, 'p', 'app', 'blobs'), replicaBlobs });
     } finally {
       await proxy.close();

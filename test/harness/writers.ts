@@ -4,8 +4,12 @@
  * process itself, so the daemon under test sees a real foreign writer.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import { parseDatabaseHeader } from '@walwire/protocol';
 import { type Child, spawnFixture } from './processes.js';
+import { makeTempDir } from './tmp.js';
 
 export const SQLITE3_CLI = process.env['WALWIRE_SQLITE3'] ?? '/usr/bin/sqlite3';
 
@@ -69,4 +73,31 @@ export const BANK_TOTAL_PER_ACCOUNT = 1000;
  */
 export function spawnInvariantReader(dbPath: string, busyTimeoutMs = 5000, pauseMs = 0): Child {
   return spawnFixture('reader', [JSON.stringify({ db: dbPath, busyTimeoutMs, pauseMs })]);
+}
+
+/**
+ * A small database in rollback-journal mode written by the sqlite3 CLI (60
+ * rows of 500 random bytes and an index on them), with its bytes, as tests
+ * of hand-built journals start from.
+ */
+export function makeRollbackDb(): { db: string; original: Buffer; pageSize: number; pages: number } {
+  const db = join(makeTempDir('walwire-rollback-'), 'replica.db');
+  sqlite3Cli(
+    db,
+    [
+      'PRAGMA journal_mode=DELETE;',
+      'CREATE TABLE a(id INTEGER PRIMARY KEY, v BLOB);',
+      'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60) INSERT INTO a(v) SELECT randomblob(500) FROM n;',
+      'CREATE INDEX a_v ON a(v);',
+    ].join('\n'),
+  );
+  const original = readFileSync(db);
+  const pageSize = parseDatabaseHeader(original).pageSize;
+  expect(original[18]).toBe(1); // rollback-journal mode
+  return { db, original, pageSize, pages: original.length / pageSize };
+}
+
+/** Page `pgno` (1-based) of a database image. */
+export function pageOf(image: Uint8Array, pgno: number, pageSize: number): Uint8Array {
+  return image.subarray((pgno - 1) * pageSize, pgno * pageSize);
 }

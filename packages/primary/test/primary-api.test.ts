@@ -33,6 +33,28 @@ async function until<T>(fn: () => T | undefined, ms = 10_000): Promise<T> {
   }
 }
 
+/**
+ * A silent logger that calls `hook` with the namespace each time a child
+ * logger is made for one: every open of a namespace starts with that, so a
+ * test can act at the exact moment an open (or a retry) begins.
+ */
+function onNamespaceOpen(hook: (ns: string) => void): Logger {
+  const logger = {
+    level: 'info',
+    trace() {},
+    debug() {},
+    info() {},
+    warn() {},
+    error() {},
+    fatal() {},
+    child(bindings: { ns?: string }) {
+      if (bindings?.ns !== undefined) hook(bindings.ns);
+      return logger;
+    },
+  };
+  return logger as unknown as Logger;
+}
+
 describe('Primary library API', () => {
   it('serves head, record events, lazy reads, blob events and retention', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
@@ -140,20 +162,10 @@ describe('Primary library API', () => {
     let primary: Primary | undefined;
     let removal: Promise<void> | undefined;
     let opens = 0;
-    // Each open of a namespace asks for a child logger first: the second open of 'bad' is the first retry.
-    const logger = {
-      level: 'info',
-      trace() {},
-      debug() {},
-      info() {},
-      warn() {},
-      error() {},
-      fatal() {},
-      child(bindings: { ns?: string }) {
-        if (bindings?.ns === 'bad' && ++opens === 2) removal = primary!.removeNamespace('bad');
-        return logger;
-      },
-    } as unknown as Logger;
+    // The second open of 'bad' is the first retry.
+    const logger = onNamespaceOpen((ns) => {
+      if (ns === 'bad' && ++opens === 2) removal = primary!.removeNamespace('bad');
+    });
     primary = new Primary({ dataDir, namespaces: { ok: { path: ok }, bad: { path: join(dir, 'bad.db') } }, namespaceRetryMs: 20, logger });
     await primary.start(); // the first retry may already have run (and the removal with it)
     for (let i = 0; i < 200 && removal === undefined; i++) await new Promise((r) => setTimeout(r, 10));
@@ -171,20 +183,10 @@ describe('Primary library API', () => {
     const dataDir = join(dir, 'data');
     let primary: Primary | undefined;
     let stopping: Promise<void> | undefined;
-    // Each open of a namespace asks for a child logger first: stop while 'late' opens.
-    const logger = {
-      level: 'info',
-      trace() {},
-      debug() {},
-      info() {},
-      warn() {},
-      error() {},
-      fatal() {},
-      child(bindings: { ns?: string }) {
-        if (bindings?.ns === 'late' && stopping === undefined) stopping = primary!.stop();
-        return logger;
-      },
-    } as unknown as Logger;
+    // Stop while 'late' opens.
+    const logger = onNamespaceOpen((ns) => {
+      if (ns === 'late' && stopping === undefined) stopping = primary!.stop();
+    });
     primary = new Primary({ dataDir, namespaces: { ok: { path: join(dir, 'ok.db') } }, logger });
     await primary.start();
     await expect(primary.addNamespace('late', { path: join(dir, 'late.db') })).rejects.toMatchObject({ code: 'WALWIRE_ERR_CLOSED' });

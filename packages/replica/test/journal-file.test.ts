@@ -7,33 +7,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { type JournalRecord, JOURNAL_MAGIC, encodeJournal, journalRecordChecksum, parseDatabaseHeader, patchReplicaPage1 } from '@walwire/protocol';
+import { type JournalRecord, JOURNAL_MAGIC, encodeJournal, journalRecordChecksum, patchReplicaPage1 } from '@walwire/protocol';
 import { JournalFile } from '../src/journal-file.js';
-import { journalIsHot, makeTempDir, sqlite3Cli, useHarness } from '../../../test/harness/index.js';
+import { journalIsHot, makeRollbackDb, pageOf, sqlite3Cli, useHarness } from '../../../test/harness/index.js';
 
 useHarness();
 
 const SECTOR = 4096;
-
-function makeRollbackDb(): { db: string; original: Buffer; pageSize: number; pages: number } {
-  const db = join(makeTempDir('walwire-journal-file-'), 'replica.db');
-  sqlite3Cli(
-    db,
-    [
-      'PRAGMA journal_mode=DELETE;',
-      'CREATE TABLE a(id INTEGER PRIMARY KEY, v BLOB);',
-      'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60) INSERT INTO a(v) SELECT randomblob(500) FROM n;',
-    ].join('\n'),
-  );
-  const original = readFileSync(db);
-  const pageSize = parseDatabaseHeader(original).pageSize;
-  return { db, original, pageSize, pages: original.length / pageSize };
-}
-
-const pageOf = (image: Uint8Array, pgno: number, pageSize: number): Uint8Array => image.subarray((pgno - 1) * pageSize, pgno * pageSize);
 
 /** reopen() with a descriptor of the database (no SQLite connection of this process holds a lock when it is closed). */
 function reopen(journal: JournalFile, db: string): void {
