@@ -44,8 +44,11 @@ export interface PrimaryLimits {
    * Bytes of WAL the tailer reads in one pass before it logs them (a single
    * commit larger than this is still read whole). A writer far ahead is
    * captured in slices of this size, which bounds the memory of a pass: its
-   * frames, then the log records made of them.
-   * @default 4194304 (4 MiB)
+   * frames, then the log records made of them. At the default, every read of
+   * a pass lands in the tailer's reused buffer and every record of the pass
+   * in the log's reused arena, so a backlog (the log's fdatasync stalled, a
+   * checkpoint) allocates nothing; a larger value reads into new memory.
+   * @default 1048576 (1 MiB)
    */
   readonly walReadBytes: number;
   /**
@@ -167,7 +170,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   pollIntervalMs: 50,
   busyReadDelayMs: 2,
   maxSeqBytes: 8 * 1024 * 1024,
-  walReadBytes: 4 * 1024 * 1024,
+  walReadBytes: 1024 * 1024,
   checkpointPages: 1000,
   sealIntervalMs: 100,
   walTruncateBytes: 64 * 1024 * 1024,

@@ -68,8 +68,9 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
   readonly helloTimeoutMs?: number;
   /**
    * Encoded bytes per replica written to the socket but not yet flushed to
-   * the kernel; the sender waits above it (memory bound per replica).
-   * @default 8388608 (8 MiB)
+   * the kernel; the sender waits above it (memory bound per replica). One
+   * message is always allowed, so a message larger than this still goes.
+   * @default 2097152 (2 MiB)
    */
   readonly windowBytes?: number;
   /**
@@ -179,7 +180,7 @@ export class PrimaryDaemon {
       heartbeatIntervalMs,
       heartbeatTimeoutMs,
       helloTimeoutMs: checkIntegerOption('helloTimeoutMs', options.helloTimeoutMs ?? 10_000, 10, 3_600_000),
-      windowBytes: checkIntegerOption('windowBytes', options.windowBytes ?? 8 * 1024 * 1024, 65536, 2 ** 34),
+      windowBytes: checkIntegerOption('windowBytes', options.windowBytes ?? 2 * 1024 * 1024, 65536, 2 ** 34),
       stallTimeoutMs: checkIntegerOption('stallTimeoutMs', options.stallTimeoutMs ?? 30_000, 10, 3_600_000),
       snapshotChunkBytes: checkIntegerOption('snapshotChunkBytes', options.snapshotChunkBytes ?? 4 * 1024 * 1024, 4096, limits.maxChunkBytes),
       messageTargetBytes: checkIntegerOption('messageTargetBytes', options.messageTargetBytes ?? 1024 * 1024, 512, limits.maxMessageBytes),

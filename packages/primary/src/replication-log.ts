@@ -51,8 +51,12 @@ import {
 
 const SEGMENT_NAME = /^(\d{10})\.wwlog$/;
 const SENTINEL = '.sentinel';
-/** Size of the arena txn records are encoded into (ReplicationLog.#staging). */
-const STAGING_BYTES = 2 * 1024 * 1024;
+/**
+ * Size of the arena txn records are encoded into (ReplicationLog.#staging):
+ * the records of one tailer pass at the default walReadBytes (up to about
+ * 2 MiB of frames) fit with room to spare.
+ */
+const STAGING_BYTES = 4 * 1024 * 1024;
 
 interface Segment {
   readonly segno: number;

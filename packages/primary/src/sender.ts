@@ -57,6 +57,12 @@ export interface SenderStats {
 const PAGE_OVERHEAD = 32;
 /** Allowance for the message envelope and txn fields. */
 const MESSAGE_OVERHEAD = 4096;
+/**
+ * Encoded bytes a full message may take per page in frame memory: the page
+ * plus this (its own fields, and one transaction's fields when every
+ * transaction is one page). A frame that does not fit gets new memory.
+ */
+const FRAME_PAGE_ROOM = 128;
 
 export class Sender {
   readonly ns: string;
@@ -82,6 +88,17 @@ export class Sender {
   #unackedBytes = 0;
   #drained: (() => void) | null = null;
   #failure: Error | null = null;
+  /**
+   * Frame memory flushed to the kernel and ready for the next message.
+   * A slow replica keeps each frame unflushed for seconds, long enough for
+   * V8 to move it to the old generation, where it is freed only by a full
+   * collection: with new memory per message, up to tens of MB of flushed
+   * frames waited for one. Reused memory bounds it by the window: a frame
+   * in pooled memory is charged the whole buffer, and only frames of at
+   * least half a buffer use one.
+   */
+  #frames: Buffer[] = [];
+  #frameBytes = 0;
   readonly #stopSignal: Promise<void>;
   #signalStop: () => void = () => {};
 
@@ -156,6 +173,8 @@ export class Sender {
       if (this.#failure) throw this.#failure;
       if (this.#log.generation !== this.#generation) return 'generation-changed';
       if (this.#next > this.#log.headSeq()) {
+        // Caught up: frame memory is not kept for a burst that may never come.
+        this.#frames = [];
         await this.#mark();
         await Promise.race([this.#log.nextAppend(), this.#stopSignal]);
         continue;
@@ -256,6 +275,17 @@ export class Sender {
     return Math.max(1, Math.min(this.#limits.maxPagesPerMessage, byBytes, byTarget));
   }
 
+  /** Size of pooled frame memory: a message of a full page budget. */
+  #frameUnit(): number {
+    const bytes = this.#pageBudget() * (this.#log.pageSize + FRAME_PAGE_ROOM) + MESSAGE_OVERHEAD;
+    if (bytes !== this.#frameBytes) {
+      // The page size is set by the first transaction; memory of another size is dropped.
+      this.#frameBytes = bytes;
+      this.#frames = [];
+    }
+    return bytes;
+  }
+
   /** Encodes and sends one message, first waiting while the window is full. */
   async #emit(message: Message): Promise<void> {
     while (this.#unflushed >= this.#windowBytes && !this.#stopped && !this.#sink.closed) {
@@ -265,13 +295,22 @@ export class Sender {
     }
     this.#blockedSince = null;
     if (this.#stopped || this.#sink.closed) return;
-    const frame = encodeMessage(message, this.#limits);
-    this.#unflushed += frame.length;
+    let memory: Buffer | undefined;
+    const frame = encodeMessage(message, this.#limits, (bytes) => {
+      const unit = this.#frameUnit();
+      if (bytes * 2 < unit || bytes > unit) return undefined;
+      memory = this.#frames.pop() ?? Buffer.allocUnsafeSlow(unit);
+      return memory;
+    });
+    const charged = memory?.length ?? frame.length;
+    this.#unflushed += charged;
     this.#messages++;
     this.#bytes += frame.length;
     this.#sink.send(frame, (err) => {
-      this.#unflushed -= frame.length;
+      this.#unflushed -= charged;
       if (err && !this.#failure) this.#failure = err;
+      // After a failed write the socket may still hold the frame: its memory is not reused.
+      if (memory !== undefined && !err && !this.#stopped && memory.length === this.#frameBytes) this.#frames.push(memory);
       this.#drained?.();
     });
     this.#logger.trace({ ns: this.ns, type: message.type, bytes: frame.length }, 'sent');

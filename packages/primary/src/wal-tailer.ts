@@ -62,8 +62,12 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  */
 const SYNC_READ_BYTES = 1024 * 1024;
 
-/** Capacity of the reused read buffer (see `#readBuffer`): every synchronous read fits. */
-const READ_BUFFER_BYTES = SYNC_READ_BYTES;
+/**
+ * Capacity of the reused read buffer (see `#readBuffer`). A pass reads
+ * until it has walReadBytes, so its last read can end nearly one read size
+ * past that: at the default walReadBytes (1 MiB), every read of a pass fits.
+ */
+const READ_BUFFER_BYTES = 2 * SYNC_READ_BYTES;
 
 /** Size of the first read of a `readNew` (see there). */
 const FIRST_READ_BYTES = 64 * 1024;

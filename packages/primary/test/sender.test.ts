@@ -13,8 +13,13 @@ const txn = (seq: number, pages: number): Txn => ({
   pages: Array.from({ length: pages }, (_, i) => ({ pgno: i + 1, data: new Uint8Array(4096).fill(seq & 0xff) })),
 });
 
-function setup(txns: Txn[], options: { flush?: boolean; windowBytes?: number; fromSeq?: number; appliedSeq?: number; limits?: Parameters<typeof resolveProtocolLimits>[0] } = {}) {
+function setup(
+  txns: Txn[],
+  options: { flush?: boolean; windowBytes?: number; fromSeq?: number; appliedSeq?: number; limits?: Parameters<typeof resolveProtocolLimits>[0]; messageTargetBytes?: number } = {},
+) {
   const messages: Message[] = [];
+  /** Every frame handed to the sink and the callback that flushes it, in order. */
+  const frames: { frame: Buffer; copy: Buffer; done: (err?: Error) => void }[] = [];
   const log = {
     generation: GEN,
     pageSize: 4096,
@@ -28,6 +33,7 @@ function setup(txns: Txn[], options: { flush?: boolean; windowBytes?: number; fr
     closed: false,
     send(frame: Buffer, done: (err?: Error) => void) {
       messages.push(decodeMessage(frame));
+      frames.push({ frame, copy: Buffer.from(frame), done });
       if (options.flush !== false) queueMicrotask(() => done());
     },
   };
@@ -37,12 +43,13 @@ function setup(txns: Txn[], options: { flush?: boolean; windowBytes?: number; fr
     sink,
     limits: options.limits ? resolveProtocolLimits(options.limits) : DEFAULT_PROTOCOL_LIMITS,
     windowBytes: options.windowBytes ?? 1 << 30,
+    ...(options.messageTargetBytes === undefined ? {} : { messageTargetBytes: options.messageTargetBytes }),
     logger: silentLogger(),
     generation: GEN,
     fromSeq: options.fromSeq ?? 1,
     appliedSeq: options.appliedSeq ?? 0,
   });
-  return { sender, messages };
+  return { sender, messages, frames };
 }
 
 const until = async (cond: () => boolean): Promise<void> => {
@@ -89,6 +96,51 @@ describe('Sender', () => {
     expect(sender.stats.unflushedBytes).toBeGreaterThanOrEqual(100_000);
     expect(sender.stats.unflushedBytes).toBeLessThan(100_000 + 8 * 4200);
     expect(sender.stats.sentSeq).toBeLessThan(200);
+    sender.stop();
+  });
+
+  it('reuses frame memory only once the frame using it is flushed, and charges the whole buffer to the window', async () => {
+    // 64 KiB messages (16 pages); 40 seqs of 8 pages pair up into 20 full messages.
+    const { sender, frames } = setup(Array.from({ length: 40 }, (_, i) => txn(i + 1, 8)), { flush: false, windowBytes: 200_000, messageTargetBytes: 16 * 4096 });
+    const data = (): typeof frames => frames.filter((f) => f.frame.length > 60_000);
+    void sender.run();
+    await until(() => sender.stats.blockedSince !== null);
+    const unit = data()[0]!.frame.buffer.byteLength;
+    expect(unit).toBeGreaterThan(data()[0]!.frame.length);
+    expect(unit).toBeLessThan(2 * data()[0]!.frame.length);
+    // Charged by buffer, not by frame bytes.
+    const small = frames.filter((f) => f.frame.length <= 60_000).reduce((n, f) => n + f.frame.length, 0);
+    expect(sender.stats.unflushedBytes).toBe(data().length * unit + small);
+    expect(sender.stats.unflushedBytes).toBeLessThan(200_000 + unit);
+    let flushed = 0;
+    while (flushed < frames.length || sender.stats.sentSeq < 40) {
+      const pending = frames.slice(flushed);
+      // No two unflushed frames share memory, and none was overwritten while unflushed.
+      expect(new Set(pending.map((f) => f.frame.buffer)).size).toBe(pending.length);
+      for (const f of pending) expect(f.frame.equals(f.copy)).toBe(true);
+      frames[flushed++]?.done();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(sender.stats.sentSeq).toBe(40);
+    // Memory was reused: as many buffers as fit the window, not one per frame.
+    expect(data().length).toBeGreaterThan(10);
+    expect(new Set(data().map((f) => f.frame.buffer)).size).toBeLessThanOrEqual(Math.ceil(200_000 / unit) + 1);
+    sender.stop();
+  });
+
+  it('does not reuse the memory of a frame whose write failed', async () => {
+    // One full 16-page message per seq; one frame fills the window, so the next waits for it.
+    const { sender, frames } = setup(Array.from({ length: 8 }, (_, i) => txn(i + 1, 16)), { flush: false, windowBytes: 65536, messageTargetBytes: 16 * 4096 });
+    const data = (): typeof frames => frames.filter((f) => f.frame.length > 60_000);
+    const running = sender.run().catch((err: Error) => err);
+    await until(() => data().length === 1 && sender.stats.blockedSince !== null);
+    // The socket may still hold a frame whose write failed: the waiting message must not be built in its memory.
+    data()[0]!.done(new Error('socket reset'));
+    await until(() => data().length === 2);
+    expect(data()[1]!.frame.buffer).not.toBe(data()[0]!.frame.buffer);
+    expect(data()[0]!.frame.equals(data()[0]!.copy)).toBe(true);
+    data()[1]!.done();
+    expect(await running).toHaveProperty('message', 'socket reset');
     sender.stop();
   });
 });

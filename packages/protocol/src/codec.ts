@@ -77,9 +77,17 @@ export function encodeBody(value: unknown): Buffer {
   return Buffer.from(packScratch(value));
 }
 
+/**
+ * Memory for a frame of `bytes` bytes: a buffer at least that long (the
+ * frame is built at its start), or undefined for new memory.
+ */
+export type FrameMemory = (bytes: number) => Buffer | undefined;
+
 /** Wraps an already-encoded body in the envelope. */
-export function seal(body: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(body.length + ENVELOPE_TRAILER_BYTES);
+export function seal(body: Uint8Array, memory?: FrameMemory): Buffer {
+  const bytes = body.length + ENVELOPE_TRAILER_BYTES;
+  const into = memory?.(bytes);
+  const frame = into !== undefined && into.length >= bytes ? into.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
   frame.set(body, 0);
   frame.writeUInt32BE(crc32(body), body.length);
   return frame;
@@ -88,9 +96,12 @@ export function seal(body: Uint8Array): Buffer {
 /**
  * Encodes a message into one frame. Throws MessageTooLargeError when the
  * frame would exceed `limits.maxMessageBytes`: the sender must split first.
+ *
+ * With `memory`, a sender can build frames in memory it reuses once a frame
+ * is flushed; the frame is then a view of the buffer `memory` returned.
  */
-export function encodeMessage(message: Message, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): Buffer {
-  const frame = seal(packScratch(message));
+export function encodeMessage(message: Message, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS, memory?: FrameMemory): Buffer {
+  const frame = seal(packScratch(message), memory);
   if (frame.length > limits.maxMessageBytes) {
     throw new MessageTooLargeError(
       `${messageTypeName(message.type)} encodes to ${frame.length} bytes, above maxMessageBytes ${limits.maxMessageBytes}`,

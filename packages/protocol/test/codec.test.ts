@@ -138,6 +138,24 @@ describe('round trips', () => {
     messages.forEach((m, i) => expect(normalize(decodeMessage(frames[i]!))).toEqual(normalize(m)));
   });
 
+  it('builds a frame in memory the caller provides when it fits, and in new memory otherwise', () => {
+    const msg = sampleMessages()[5]!;
+    const expected = encodeMessage(msg);
+    const asked: number[] = [];
+    const memory = Buffer.alloc(expected.length + 100, 0xee);
+    const inside = encodeMessage(msg, DEFAULT_PROTOCOL_LIMITS, (bytes) => (asked.push(bytes), memory));
+    expect(asked).toEqual([expected.length]);
+    expect(inside.buffer).toBe(memory.buffer);
+    expect(inside.byteOffset).toBe(memory.byteOffset);
+    expect(inside.equals(expected)).toBe(true);
+    expect(memory[expected.length]).toBe(0xee);
+    const small = Buffer.alloc(expected.length - 1);
+    const outside = encodeMessage(msg, DEFAULT_PROTOCOL_LIMITS, () => small);
+    expect(outside.buffer).not.toBe(small.buffer);
+    expect(outside.equals(expected)).toBe(true);
+    expect(encodeMessage(msg, DEFAULT_PROTOCOL_LIMITS, () => undefined).equals(expected)).toBe(true);
+  });
+
   it('does not write into what another msgpackr Packr in the process returned (msgpackr shares its buffer state)', () => {
     const other = new Packr();
     const theirs = other.pack({ hello: 'world', n: 1 });
