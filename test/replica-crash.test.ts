@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync, unlinkSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import {
   captureSource,
@@ -251,6 +251,66 @@ describe('the lock after the commit point', () => {
     await applier.waitForLine(/^done /, 30_000);
     await applier.succeeded();
     await expectPageExact(source, dbPath, source.txns.length, 'after the batch');
+  });
+});
+
+describe('replica crash inside the kept journal file\'s own steps', () => {
+  /** Opens the replica read-only, as any reader would, and counts `table`'s rows (throws SQLITE_READONLY_ROLLBACK on a hot journal). */
+  const countRows = (dbPath: string, table: string): number => {
+    const db = new Database(dbPath, { readonly: true, fileMustExist: true, timeout: 1000 });
+    try {
+      return (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  };
+
+  it('a kill inside the reopen of a journal file removed while unlocked leaves no hot journal, and the restart continues page-exact', async () => {
+    const source = await captureSource({ bank: { accounts: 100, txns: 40, padBytes: 40 } });
+    const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-reopen-');
+    await spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 5, untilSeq: 20, autoGo: true })]).succeeded();
+    // Reopen hit 1 is recovery's; hit 2 is the apply's, under the lock, after the file was removed.
+    const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 5 })], {
+      env: { WALWIRE_FAILPOINTS: 'replica.journal.reopen=kill@2' },
+    });
+    expect(parseRecovered(await killed.waitForLine(/^recovered /))).toMatchObject({ seq: 20, state: 'ready' });
+    // What a read-write SQLite opener does with a journal that is not hot.
+    unlinkSync(`${dbPath}-journal`);
+    killed.process.stdin!.write('go\n');
+    expect((await killed.exited).signal).toBe('SIGKILL');
+    expect(existsSync(`${dbPath}-journal`), 'the reopen recreated the file before the kill').toBe(true);
+    expect(journalIsHot(dbPath)).toBe(false);
+    expect(countRows(dbPath, 'journal_rows')).toBe(readOnlyRowsAt(source, 20));
+    await expectPageExact(source, dbPath, 20, 'after the kill');
+    const restarted = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 5, autoGo: true })]);
+    expect(parseRecovered(await restarted.waitForLine(/^recovered /))).toMatchObject({ seq: 20, journal: false, decision: 'at-cursor', state: 'ready' });
+    await restarted.succeeded();
+    await expectPageExact(source, dbPath, source.txns.length, 'after the restart');
+  });
+
+  it('a kill inside the cut-back of a journal grown past 4 MiB leaves the committed batch, no hot journal, and the next large batch applies', async () => {
+    // seq 1 base, 2 table, 3 insert 1,600 rows of 4,000 bytes (about 6.4 MB),
+    // 4 and 5 rewrite every row: each journals about 1,600 original pages.
+    const fill = 'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1600) INSERT INTO big(b) SELECT randomblob(4000) FROM n';
+    const source = await captureSource({ statements: ['CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)', fill, 'UPDATE big SET b = randomblob(4000)', 'UPDATE big SET b = randomblob(4000)'] });
+    expect(source.txns.length).toBe(5);
+    const { txnsFile, dataDir, dbPath } = applierRun(source, 'walwire-cut-');
+    await spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 1, untilSeq: 3, autoGo: true })]).succeeded();
+    const killed = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 1, untilSeq: 4, autoGo: true })], {
+      env: { WALWIRE_FAILPOINTS: 'replica.journal.cut=kill@1' },
+    });
+    expect((await killed.exited).signal).toBe('SIGKILL');
+    expect(statSync(`${dbPath}-journal`).size, 'killed before the truncate').toBeGreaterThan(4 * 1024 * 1024);
+    // The header was durably zero before the cut began: seq 4 is committed and nothing is hot.
+    expect(journalIsHot(dbPath)).toBe(false);
+    expect(countRows(dbPath, 'big')).toBe(1600);
+    await expectPageExact(source, dbPath, 4, 'after the kill');
+    const restarted = spawnFixture('replica-applier', [JSON.stringify({ dataDir, txnsFile, batch: 1, autoGo: true })]);
+    expect(parseRecovered(await restarted.waitForLine(/^recovered /))).toMatchObject({ seq: 4, journal: false, decision: 'committed-pending', state: 'ready' });
+    await restarted.succeeded();
+    await expectPageExact(source, dbPath, 5, 'after the next large batch');
+    expect(statSync(`${dbPath}-journal`).size, 'cut back after the next large batch').toBe(68 * 1024);
+    expect(journalIsHot(dbPath)).toBe(false);
   });
 });
 

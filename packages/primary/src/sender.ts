@@ -84,7 +84,7 @@ export class Sender {
   #stopped = false;
   #blockedSince: number | null = null;
   /** Sent transactions not yet acknowledged, in seq order (bounded by the send window and the replica's queue). */
-  readonly #unacked: { readonly seq: number; readonly commitTime: number; readonly bytes: number }[] = [];
+  readonly #unacked: { readonly seq: number; readonly commitTime: number; bytes: number }[] = [];
   #unackedBytes = 0;
   #drained: (() => void) | null = null;
   #failure: Error | null = null;
@@ -205,7 +205,6 @@ export class Sender {
           if (txn.pages.length > pageBudget) {
             await flush();
             await this.#sendParts(txn, pageBudget);
-            this.#sent(txn);
           } else {
             if (batchPages + txn.pages.length > pageBudget || batch.length >= this.#limits.maxTxnsPerMessage) await flush();
             batch.push(txn);
@@ -249,8 +248,14 @@ export class Sender {
     await this.#emit({ type: MessageType.STREAM_MARK, ns: this.ns, generation: this.#generation, seq: this.#next - 1 });
   }
 
+  /**
+   * Counts the seq as sent part by part: on a slow link a large seq streams
+   * for seconds within the window, and the replica's lag (seqs, bytes,
+   * milliseconds) shows it from its first part on.
+   */
   async #sendParts(txn: Txn, pageBudget: number): Promise<void> {
     const partCount = Math.ceil(txn.pages.length / pageBudget);
+    const entry = { seq: txn.seq, commitTime: txn.commitTime, bytes: 0 };
     for (let part = 0; part < partCount; part++) {
       const pages: PageImage[] = txn.pages.slice(part * pageBudget, (part + 1) * pageBudget) as PageImage[];
       await this.#emit({
@@ -265,6 +270,11 @@ export class Sender {
         commitTime: txn.commitTime,
         pages,
       });
+      if (part === 0) this.#unacked.push(entry);
+      let bytes = 0;
+      for (const p of pages) bytes += p.data.length;
+      entry.bytes += bytes;
+      this.#unackedBytes += bytes;
     }
   }
 

@@ -99,6 +99,30 @@ describe('Sender', () => {
     sender.stop();
   });
 
+  it('counts a large seq as sent and unacknowledged from its first part (lag while it streams on a slow link)', async () => {
+    // Seq 1 is 25 pages in parts of 10; a window of one part holds the rest back.
+    const { sender, messages, frames } = setup([txn(1, 25)], { flush: false, windowBytes: 30_000, limits: { maxPagesPerMessage: 10 } });
+    void sender.run();
+    await until(() => sender.stats.blockedSince !== null);
+    expect(messages.filter((m) => m.type === MessageType.TXN_PART)).toHaveLength(1);
+    expect(sender.stats.unackedBytes).toBe(10 * 4096);
+    expect(sender.stats.oldestUnackedCommitTime).toBe(1);
+    let flushed = 0;
+    const flushNew = (): void => {
+      while (flushed < frames.length) frames[flushed++]!.done();
+    };
+    flushNew();
+    await until(() => messages.filter((m) => m.type === MessageType.TXN_PART).length === 2);
+    expect(sender.stats.unackedBytes).toBe(20 * 4096);
+    flushNew();
+    await until(() => messages.filter((m) => m.type === MessageType.TXN_PART).length === 3);
+    expect(sender.stats.unackedBytes).toBe(25 * 4096);
+    sender.acked(1);
+    expect(sender.stats.unackedBytes).toBe(0);
+    expect(sender.stats.oldestUnackedCommitTime).toBeNull();
+    sender.stop();
+  });
+
   it('reuses frame memory only once the frame using it is flushed, and charges the whole buffer to the window', async () => {
     // 64 KiB messages (16 pages); 40 seqs of 8 pages pair up into 20 full messages.
     const { sender, frames } = setup(Array.from({ length: 40 }, (_, i) => txn(i + 1, 8)), { flush: false, windowBytes: 200_000, messageTargetBytes: 16 * 4096 });

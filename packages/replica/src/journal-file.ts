@@ -56,7 +56,7 @@
  */
 import { closeSync, constants, fchmodSync, fchownSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, statSync } from 'node:fs';
 import { ApplyFailedError, DEFAULT_SECTOR_SIZE, JOURNAL_HEADER_FIELDS_BYTES } from '@walwire/protocol';
-import { fsyncDirSync, writeFullySync } from '@walwire/runtime';
+import { failpoint, fsyncDirSync, writeFullySync } from '@walwire/runtime';
 
 const SECTOR = DEFAULT_SECTOR_SIZE;
 /** Size a new journal file starts at: header sector, 60 KiB of records, trailing zero sector. */
@@ -153,6 +153,7 @@ export class JournalFile {
       else if (size !== st.size) ftruncateSync(fd, size);
       writeFullySync(fd, ZERO_HEADER, 0);
       writeFullySync(fd, new Uint8Array(SECTOR), size - SECTOR);
+      failpoint('replica.journal.reopen');
       fdatasyncSync(fd);
       fsyncDirSync(this.#opts.dir);
       this.#fd = fd;
@@ -211,6 +212,7 @@ export class JournalFile {
     fdatasyncSync(fd);
     if (this.#size > SIZE_LIMIT_BYTES) {
       writeFullySync(fd, new Uint8Array(SECTOR), INITIAL_BYTES - SECTOR);
+      failpoint('replica.journal.cut');
       ftruncateSync(fd, INITIAL_BYTES);
       this.#size = INITIAL_BYTES;
       fdatasyncSync(fd);
