@@ -68,8 +68,10 @@ export interface PrimaryDaemonOptions extends PrimaryOptions {
   readonly helloTimeoutMs?: number;
   /**
    * Encoded bytes per replica written to the socket but not yet flushed to
-   * the kernel; the sender waits above it (memory bound per replica). One
-   * message is always allowed, so a message larger than this still goes.
+   * the kernel; the sender waits above it (memory bound per replica). A
+   * large TXN frame counts the whole reused buffer it is built in (up to
+   * twice its size). One message is always allowed, so a message larger
+   * than this still goes.
    * @default 2097152 (2 MiB)
    */
   readonly windowBytes?: number;

@@ -11,7 +11,7 @@ export const PRIMARY_FLAGS: readonly FlagSpec[] = [
   { name: 'tls-key', type: 'string', description: 'PEM private key file for --tls-cert.', defaultLabel: 'none' },
   { name: 'heartbeat-interval-ms', type: 'integer', description: 'Interval between heartbeats to each replica.', default: 1000, min: 10 },
   { name: 'heartbeat-timeout-ms', type: 'integer', description: 'A replica silent this long is disconnected.', default: 5000, min: 20 },
-  { name: 'send-window-bytes', type: 'integer', description: 'Encoded bytes written to one replica connection and not yet handed to the kernel; the sender waits above it, so this bounds what a slow replica costs in memory.', default: 2097152, min: 65536, max: 17179869184 },
+  { name: 'send-window-bytes', type: 'integer', description: 'Encoded bytes written to one replica connection and not yet handed to the kernel (a large frame counts the whole buffer it is built in); the sender waits above it, so this bounds what a slow replica costs in memory.', default: 2097152, min: 65536, max: 17179869184 },
   { name: 'stall-timeout-ms', type: 'integer', description: 'A replica whose send window stays full this long is disconnected (close 4005; it reconnects and resumes from its durable cursor).', default: 30000, min: 10, max: 3600000 },
   { name: 'checkpoint-pages', type: 'integer', description: 'WAL frames logged before a PASSIVE checkpoint is scheduled.', default: 1000, min: 1 },
   { name: 'wal-truncate-bytes', type: 'integer', description: 'WAL size above which the checkpoint uses TRUNCATE.', default: 67108864, min: 0 },

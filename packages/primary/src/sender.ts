@@ -35,7 +35,10 @@ export interface LogSource {
 
 /** What a Sender needs from the connection. */
 export interface FrameSink {
-  /** Sends a frame; `done` fires once it is flushed to the kernel (or the socket failed). */
+  /**
+   * Sends a frame; `done` fires once the socket no longer reads the frame's
+   * memory: flushed to the kernel, or the socket failed or was destroyed.
+   */
   send(frame: Buffer, done: (err?: Error) => void): void;
   readonly closed: boolean;
 }
@@ -99,6 +102,8 @@ export class Sender {
    */
   #frames: Buffer[] = [];
   #frameBytes = 0;
+  /** Waiting for the next append: flushed frame memory is dropped, not pooled. */
+  #caughtUp = false;
   readonly #stopSignal: Promise<void>;
   #signalStop: () => void = () => {};
 
@@ -173,12 +178,16 @@ export class Sender {
       if (this.#failure) throw this.#failure;
       if (this.#log.generation !== this.#generation) return 'generation-changed';
       if (this.#next > this.#log.headSeq()) {
-        // Caught up: frame memory is not kept for a burst that may never come.
+        // Caught up: frame memory is not kept for a burst that may never
+        // come, including the buffers of frames still being flushed (their
+        // callbacks see #caughtUp), so an idle stream holds none.
+        this.#caughtUp = true;
         this.#frames = [];
         await this.#mark();
         await Promise.race([this.#log.nextAppend(), this.#stopSignal]);
         continue;
       }
+      this.#caughtUp = false;
       await this.#sendFrom();
     }
     return 'stopped';
@@ -320,7 +329,7 @@ export class Sender {
       this.#unflushed -= charged;
       if (err && !this.#failure) this.#failure = err;
       // After a failed write the socket may still hold the frame: its memory is not reused.
-      if (memory !== undefined && !err && !this.#stopped && memory.length === this.#frameBytes) this.#frames.push(memory);
+      if (memory !== undefined && !err && !this.#stopped && !this.#caughtUp && memory.length === this.#frameBytes) this.#frames.push(memory);
       this.#drained?.();
     });
     this.#logger.trace({ ns: this.ns, type: message.type, bytes: frame.length }, 'sent');

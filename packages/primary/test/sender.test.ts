@@ -27,7 +27,13 @@ function setup(
     async *read(from: number): AsyncGenerator<LogRecord> {
       for (const t of txns) if (t.seq >= from) yield { kind: 'txn', seq: t.seq, generation: GEN, txn: t, commits: 1 };
     },
-    nextAppend: () => new Promise<void>(() => {}),
+    nextAppend: () => new Promise<void>((resolve) => (wake = resolve)),
+  };
+  let wake: () => void = () => {};
+  /** Appends a seq to the log and wakes a sender waiting for it. */
+  const append = (t: Txn): void => {
+    txns.push(t);
+    wake();
   };
   const sink = {
     closed: false,
@@ -49,7 +55,7 @@ function setup(
     fromSeq: options.fromSeq ?? 1,
     appliedSeq: options.appliedSeq ?? 0,
   });
-  return { sender, messages, frames };
+  return { sender, messages, frames, append };
 }
 
 const until = async (cond: () => boolean): Promise<void> => {
@@ -142,13 +148,29 @@ describe('Sender', () => {
       // No two unflushed frames share memory, and none was overwritten while unflushed.
       expect(new Set(pending.map((f) => f.frame.buffer)).size).toBe(pending.length);
       for (const f of pending) expect(f.frame.equals(f.copy)).toBe(true);
-      frames[flushed++]?.done();
+      if (flushed < frames.length) frames[flushed++]!.done();
       await new Promise((r) => setTimeout(r, 5));
     }
     expect(sender.stats.sentSeq).toBe(40);
     // Memory was reused: as many buffers as fit the window, not one per frame.
     expect(data().length).toBeGreaterThan(10);
     expect(new Set(data().map((f) => f.frame.buffer)).size).toBeLessThanOrEqual(Math.ceil(200_000 / unit) + 1);
+    sender.stop();
+  });
+
+  it('keeps no frame memory once caught up, also of frames flushed after that (an idle stream holds none)', async () => {
+    const txns = Array.from({ length: 4 }, (_, i) => txn(i + 1, 16));
+    const { sender, frames, append } = setup(txns, { flush: false, messageTargetBytes: 16 * 4096 });
+    const data = (): typeof frames => frames.filter((f) => f.frame.length > 60_000);
+    void sender.run();
+    await until(() => data().length === 4 && sender.stats.sentSeq === 4);
+    await new Promise((r) => setTimeout(r, 10)); // waiting for the next append now
+    for (const f of frames) f.done();
+    append(txn(5, 16));
+    await until(() => data().length === 5);
+    const earlier = new Set(data().slice(0, 4).map((f) => f.frame.buffer));
+    expect(earlier.size).toBe(4);
+    expect(earlier.has(data()[4]!.frame.buffer)).toBe(false);
     sender.stop();
   });
 
