@@ -9,7 +9,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { ApplyFailedError, InvalidTxnError, type Txn, errorFromWire } from '@walwire/protocol';
-import type { ApplyResult, ApplyWorkerData, InstallImage, InstallResult, PackedBatch, RecoverResult, StagedChunks, WorkerEvent, WorkerRequest } from './apply-worker.js';
+import type { ApplyResult, ApplyWorkerData, InstallImage, InstallResult, PackedBatch, RecoverResult, StagedChunks, WorkerEvent, WorkerRequest } from './apply-messages.js';
 import type { CursorRecord } from './cursor-store.js';
 import { keptDatabaseFd } from './database-file.js';
 

@@ -33,8 +33,6 @@ import {
   readSync,
   rmSync,
   unlinkSync,
-  writeSync,
-  writevSync,
 } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import {
@@ -42,12 +40,10 @@ import {
   ClosedError,
   DatabaseChecksum,
   DivergedError,
-  FrameChecksumError,
   InvalidTxnError,
   SnapshotRequiredError,
   WalwireError,
   DEFAULT_SECTOR_SIZE,
-  crc32,
   encodeJournal,
   lockBytePage,
   parseDatabaseHeader,
@@ -56,143 +52,20 @@ import {
 } from '@walwire/protocol';
 import { failpoint, fsyncDirSync, writeFullySync } from '@walwire/runtime';
 import { type CursorRecord, type DivergedState, readCursorSync, writeCursorSync } from './cursor-store.js';
+import type {
+  ApplyResult,
+  ApplyWorkerData,
+  InstallImage,
+  InstallResult,
+  PackedBatch,
+  RecoverResult,
+  StagedChunks,
+  WorkerEvent,
+  WorkerRequest,
+} from './apply-messages.js';
 import { JournalFile, journalHeaderArmed } from './journal-file.js';
-
-// ---------------------------------------------------------------------------
-// Messages between the applier (main thread) and this worker.
-// ---------------------------------------------------------------------------
-
-export interface ApplyWorkerData {
-  readonly dbPath: string;
-  readonly journalPath: string;
-  readonly cursorPath: string;
-  readonly dir: string;
-  /**
-   * The kept read-write descriptor of dbPath, or null when the file did not
-   * exist at open (a fresh namespace: it is created by the first apply, or
-   * is the first snapshot's image, linked in).
-   */
-  readonly fd: number | null;
-  readonly lockAttemptMs: number;
-  /** See ReplicaOptions.lockSpinMs. */
-  readonly lockSpinMs: number;
-  readonly verifyReadBytes: number;
-  /** Set to 1 by the main thread to abandon a lock wait (namespace closing). */
-  readonly abortFlag: Int32Array;
-  /** [ready flag, fd]: the main thread's answer to 'fd-needed' (the kept descriptor, or -1). */
-  readonly fdCell: Int32Array;
-}
-
-/**
- * A batch as it crosses to the worker: transaction headers, and every page's
- * number and bytes packed into two transferred buffers (no per-page clone).
- * The pages of txn i are the next `txns[i].pageCount` entries.
- */
-export interface PackedBatch {
-  readonly txns: readonly { seq: number; commitSize: number; checksum: string; pageCount: number }[];
-  readonly pgnos: Uint32Array;
-  readonly data: Uint8Array;
-  readonly pageSize: number;
-}
-
-export type WorkerRequest =
-  | { readonly id: number; readonly kind: 'recover' }
-  | {
-      readonly id: number;
-      readonly kind: 'apply';
-      readonly generation: string;
-      readonly batch: PackedBatch;
-      readonly durableCap: number;
-      /** Write cursor record 2 now (nothing else is queued), rather than defer it. */
-      readonly settle: boolean;
-    }
-  | { readonly id: number; readonly kind: 'install'; readonly image: InstallImage }
-  | { readonly id: number; readonly kind: 'verify-staged'; readonly chunks: StagedChunks }
-  | { readonly id: number; readonly kind: 'settle' }
-  | { readonly id: number; readonly kind: 'set-durable'; readonly durableSeq: number }
-  | { readonly id: number; readonly kind: 'close' };
-
-export interface RecoverResult {
-  readonly cursor: CursorRecord;
-  /** Checksum of the database as read from disk. */
-  readonly checksum: string;
-  readonly pageSize: number;
-  readonly pageCount: number;
-  /** A hot journal was found (and rolled back by SQLite). */
-  readonly hadJournal: boolean;
-  /** How the database state was decided. */
-  readonly decision: 'at-cursor' | 'committed-pending' | 'installed-pending' | 'diverged' | 'latched-diverged';
-  readonly verifyBytes: number;
-  readonly verifyMs: number;
-}
-
-export interface ApplyResult {
-  readonly cursor: CursorRecord;
-  /** Transactions committed by this batch (after skipping already-applied seqs). */
-  readonly txnsApplied: number;
-  readonly txnsSkipped: number;
-  readonly pagesWritten: number;
-  readonly journalRecords: number;
-  readonly bytesWritten: number;
-  readonly lockWaitMs: number;
-  readonly totalMs: number;
-  /** Set when a txn's checksum did not match: the batch was cut before it. */
-  readonly diverged: DivergedState | null;
-}
-
-/** A verified snapshot image staged on disk, to replace the whole database. */
-export interface InstallImage {
-  readonly generation: string;
-  readonly seq: number;
-  readonly checksum: string;
-  readonly pageSize: number;
-  readonly pageCount: number;
-  /**
-   * The staged image file. Not a SQLite file until installByLink links it in
-   * as the database: until then opening and closing it is safe.
-   */
-  readonly imagePath: string;
-  /** The manifest's chunk geometry and CRC-32 per chunk: the image is checked against them as read back. */
-  readonly chunkPages?: number;
-  readonly chunkCrcs?: readonly number[];
-  /**
-   * Set when every chunk was verified and hashed while it was staged
-   * (ApplyWorker.verifyStaged with this id): a link install then needs no
-   * pass over the image of its own. Without it the image is read back,
-   * checked and hashed at install time.
-   */
-  readonly stagingId?: number;
-}
-
-/** The chunks of a snapshot image staged so far, to verify (ApplyWorker.verifyStaged). */
-export interface StagedChunks {
-  /** New for each staging (each SNAPSHOT_BEGIN): a new id starts over at chunk 0. */
-  readonly stagingId: number;
-  readonly imagePath: string;
-  readonly pageSize: number;
-  readonly pageCount: number;
-  readonly chunkPages: number;
-  readonly chunkCrcs: readonly number[];
-  /** Chunks 0..upTo-1 are written to imagePath. */
-  readonly upTo: number;
-}
-
-export interface InstallResult {
-  readonly cursor: CursorRecord;
-  /** 'link': the image became the database file (fresh namespace); 'journal': written into it as one transaction. */
-  readonly method: 'link' | 'journal';
-  readonly journalRecords: number;
-  readonly bytesWritten: number;
-  readonly lockWaitMs: number;
-  readonly totalMs: number;
-}
-
-export type WorkerEvent =
-  | { readonly kind: 'reply'; readonly id: number; readonly ok: true; readonly result: unknown }
-  | { readonly kind: 'reply'; readonly id: number; readonly ok: false; readonly error: { name: string; code: string; message: string } }
-  | { readonly kind: 'lock-wait'; readonly waitedMs: number }
-  /** The worker needs the database's kept descriptor (the file did not exist at open): the main thread opens it and answers in fdCell. */
-  | { readonly kind: 'fd-needed' };
+import { readFully, readPage, writevFully } from './page-io.js';
+import { StagedImage } from './staged-image.js';
 
 // ---------------------------------------------------------------------------
 
@@ -233,8 +106,8 @@ export class ApplyWorker {
   #checksumStale = false;
   /** The last commit's cursor record 2 is not written yet (see apply, step 8). */
   #unsettled = false;
-  /** The snapshot image being staged: its chunks verified so far, and their checksum. */
-  #staging: { readonly id: number; readonly checksum: DatabaseChecksum; done: number } | null = null;
+  /** The snapshot image being staged, verified chunk by chunk beside the transfer. */
+  readonly #staged = new StagedImage();
 
   constructor(data: ApplyWorkerData, post: (event: WorkerEvent) => void) {
     this.#data = data;
@@ -724,7 +597,7 @@ export class ApplyWorker {
   install(image: InstallImage): InstallResult {
     const started = performance.now();
     if (this.#broken !== null) throw new ApplyFailedError(this.#broken);
-    if (this.#dbFd !== null) this.#staging = null; // the journal install verifies as it writes
+    if (this.#dbFd !== null) this.#staged.reset(); // the journal install verifies as it writes
     const cursor = this.#requireCursor();
     if (this.#dbFd === null) {
       const linked = this.#installByLink(image, cursor, started);
@@ -917,90 +790,14 @@ export class ApplyWorker {
     return { cursor: this.#cursor, method: 'link', journalRecords: 0, bytesWritten: 0, lockWaitMs: 0, totalMs: performance.now() - started };
   }
 
-  /**
-   * Step 1 of installByLink: verifies the staged image as read back, patches
-   * its page 1 for the replica and syncs it. Returns the image's checksum.
-   */
+  /** Step 1 of installByLink (staged-image.ts). */
   #prepareStagedImage(image: InstallImage): DatabaseChecksum {
-    const expectedBytes = image.pageCount * image.pageSize;
-    const crcs = image.chunkCrcs;
-    const chunkPages = image.chunkPages ?? Math.max(1, Math.floor(this.#data.verifyReadBytes / image.pageSize));
-    const chunkBytes = chunkPages * image.pageSize;
-    const chunks = Math.ceil(image.pageCount / chunkPages);
-    if (crcs !== undefined && crcs.length !== chunks) throw new ApplyFailedError(`staged snapshot has ${crcs.length} chunk CRCs for ${chunks} chunks`);
-    // Verified and hashed chunk by chunk while staged: only page 1 is read
-    // again. Otherwise every chunk is read back, checked and hashed now.
-    const staged = this.#staging;
-    this.#staging = null;
-    const verified = image.stagingId !== undefined && staged?.id === image.stagingId && staged.done === chunks ? staged.checksum : null;
-    const hashed = verified === null ? new DatabaseChecksum(image.pageCount) : null;
-    // Not a database file yet: no SQLite lock can be on it, so opening and closing it is safe.
-    const ifd = openSync(image.imagePath, 'r+');
-    try {
-      const size = fstatSync(ifd).size;
-      if (size !== expectedBytes || size === 0) throw new ApplyFailedError(`staged snapshot image is ${size} bytes, expected ${expectedBytes}`);
-      const buf = Buffer.allocUnsafe(Math.min(chunkBytes, expectedBytes));
-      let page1: Uint8Array | undefined;
-      if (verified !== null) {
-        readFully(ifd, buf, image.pageSize, 0);
-        page1 = patchReplicaPage1(buf.subarray(0, image.pageSize), 1);
-      }
-      for (let i = 0; hashed !== null && i < chunks; i++) {
-        const data = buf.subarray(0, Math.min(chunkBytes, expectedBytes - i * chunkBytes));
-        readFully(ifd, data, data.length, i * chunkBytes);
-        if (crcs !== undefined && crc32(data) !== crcs[i]) {
-          throw new DivergedError(`staged snapshot chunk ${i} of seq ${image.seq} does not match its CRC as read back`);
-        }
-        hashed.addImage(data, image.pageSize, i * chunkPages + 1);
-        if (i === 0) page1 = patchReplicaPage1(data.subarray(0, image.pageSize), 1);
-      }
-      const checksum = verified ?? hashed!;
-      if (checksum.value !== image.checksum) {
-        throw new DivergedError(`snapshot image of seq ${image.seq} checksums to ${checksum.value}, expected ${image.checksum}`);
-      }
-      writeFullySync(ifd, page1!);
-      failpoint('replica.install.link.after-patch');
-      fdatasyncSync(ifd);
-      return checksum;
-    } finally {
-      closeSync(ifd);
-    }
+    return this.#staged.prepare(image, this.#data.verifyReadBytes);
   }
 
-  /**
-   * Verifies the chunks of a snapshot image staged since the last call with
-   * the same stagingId (from chunk 0 for a new id): reads each back, checks
-   * it against the manifest's CRC and adds its pages to the image's
-   * checksum. The main thread asks after each chunk it wrote, so this runs
-   * beside the transfer, and a link install has no pass over the image left
-   * to do. Returns how many chunks are verified.
-   */
+  /** Verifies the chunks staged so far beside the transfer (staged-image.ts). */
   verifyStaged(chunks: StagedChunks): number {
-    if (this.#staging?.id !== chunks.stagingId) this.#staging = { id: chunks.stagingId, checksum: new DatabaseChecksum(chunks.pageCount), done: 0 };
-    const st = this.#staging;
-    const upTo = Math.min(chunks.upTo, chunks.chunkCrcs.length);
-    if (upTo <= st.done) return st.done;
-    const chunkBytes = chunks.chunkPages * chunks.pageSize;
-    const total = chunks.pageCount * chunks.pageSize;
-    const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total));
-    // Staging, not a database file (install links it in only after the last call): closing it is safe.
-    const ifd = openSync(chunks.imagePath, 'r');
-    try {
-      for (; st.done < upTo; st.done++) {
-        const data = buf.subarray(0, Math.min(chunkBytes, total - st.done * chunkBytes));
-        readFully(ifd, data, data.length, st.done * chunkBytes);
-        if (crc32(data) !== chunks.chunkCrcs[st.done]) {
-          this.#staging = null;
-          // Like a frame that fails its CRC: the connection ends, and the
-          // resumed bootstrap fetches this chunk again (readStaging stops at it).
-          throw new FrameChecksumError(`staged snapshot chunk ${st.done} does not match the manifest's CRC as read back`);
-        }
-        st.checksum.addImage(data, chunks.pageSize, st.done * chunks.chunkPages + 1);
-      }
-    } finally {
-      closeSync(ifd);
-    }
-    return st.done;
+    return this.#staged.verify(chunks);
   }
 
   /**
@@ -1216,31 +1013,6 @@ function unpack(batch: PackedBatch): Txn[] {
     out.push({ seq: t.seq, commitSize: t.commitSize, checksum: t.checksum, pages });
   }
   return out;
-}
-
-function readFully(fd: number, buf: Uint8Array, length: number, position: number): void {
-  let done = 0;
-  while (done < length) {
-    const n = readSync(fd, buf, done, length - done, position + done);
-    if (n === 0) throw new ApplyFailedError(`short read at offset ${position + done}`);
-    done += n;
-  }
-}
-
-function readPage(fd: number, pgno: number, pageSize: number): Uint8Array {
-  const buf = new Uint8Array(pageSize);
-  readFully(fd, buf, pageSize, (pgno - 1) * pageSize);
-  return buf;
-}
-
-function writevFully(fd: number, buffers: Uint8Array[], position: number): number {
-  const total = buffers.reduce((n, b) => n + b.length, 0);
-  let done = writevSync(fd, buffers, position);
-  if (done < total) {
-    const rest = Buffer.concat(buffers).subarray(done);
-    while (done < total) done += writeSync(fd, rest, done - (total - rest.length), total - done, position + done);
-  }
-  return total;
 }
 
 // ---------------------------------------------------------------------------

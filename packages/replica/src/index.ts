@@ -27,8 +27,8 @@ export {
 export { type ReplicaOptions, type ResolvedReplicaOptions, DEFAULT_REPLICA_OPTIONS, resolveReplicaOptions } from './options.js';
 export { keptDatabaseFd } from './database-file.js';
 export { packBatch } from './applier.js';
-export type { ApplyResult, RecoverResult } from './apply-worker.js';
-export type { InstallImage, InstallResult } from './apply-worker.js';
+export type { ApplyResult, RecoverResult } from './apply-messages.js';
+export type { InstallImage, InstallResult } from './apply-messages.js';
 export type { InstalledEvent } from './replica-namespace.js';
 export { Receiver, type ReceiverSink, type ReceiverState } from './receiver.js';
 export { ReplicationClient, type ClientState, type ClientStatus, type ClientEvents } from './primary-client.js';

@@ -30,7 +30,7 @@ import {
 import { type Logger, removeStaleTemps } from '@walwire/runtime';
 import { Applier } from './applier.js';
 import { BlobWriter, type BlobWriterStatus } from './blob-writer.js';
-import type { ApplyResult, InstallImage, RecoverResult, StagedChunks } from './apply-worker.js';
+import type { ApplyResult, InstallImage, RecoverResult, StagedChunks } from './apply-messages.js';
 import type { CursorRecord, DivergedState } from './cursor-store.js';
 import { keptDatabaseFdIfExists } from './database-file.js';
 import { DurabilityTracker } from './durability-tracker.js';
