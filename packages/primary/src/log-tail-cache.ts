@@ -103,6 +103,17 @@ export class LogTailCache {
   }
 
   /** Empties the cache; the ring is kept for the next records. */
+  /** Bytes of ring memory held (allocated at the first add, kept until `release`). */
+  get ringBytes(): number {
+    return this.#ring?.length ?? 0;
+  }
+
+  /** Empties the cache and gives its ring memory back (allocated again by the next add). */
+  release(): void {
+    this.clear();
+    this.#ring = undefined;
+  }
+
   clear(): void {
     this.#entries = [];
     this.#first = 0;

@@ -68,6 +68,8 @@ export interface NamespaceStatus {
   readonly checksum: string | null;
   readonly commitSize: number;
   readonly walBytes: number;
+  /** Memory held for reuse under load: the tailer's read buffer, the log's record arena and the log cache (options.idleReleaseMs). */
+  readonly bufferBytes: number;
   readonly lastError: string | null;
   readonly checkpoint: CheckpointStatus | null;
   /** Live blobs of the namespace; null when it failed to open. */
@@ -343,6 +345,7 @@ export class PrimaryNamespace {
       checksum: head?.checksum ?? null,
       commitSize: head?.commitSize ?? 0,
       walBytes: this.#walBytes,
+      bufferBytes: this.#tailer.bufferBytes + this.#log.bufferBytes,
       lastError: this.#lastError,
       checkpoint: this.#checkpointer.status(this.name) ?? null,
       blobs: { count: this.blobs.files.count, bytes: this.blobs.files.bytes },
@@ -528,6 +531,11 @@ export class PrimaryNamespace {
         if (this.#state !== 'running') return;
         const read = await this.#tailer.readNew(this.#options.walReadBytes);
         await this.#ingest(read);
+        if (read.commits.length === 0 && performance.now() - this.#log.lastAppendAt >= this.#options.idleReleaseMs) {
+          // Idle: the memory reused under load is given back (options.idleReleaseMs).
+          this.#tailer.releaseBuffer();
+          this.#log.releaseBuffers();
+        }
         if (this.#sealedPin && read.commits.length > 0) {
           // The pin taken under the seal may sit in read-mark slot 0. Once
           // writers have added frames, such a pin blocks every copy, and each

@@ -122,6 +122,15 @@ export interface PrimaryLimits {
    */
   readonly namespaceRetryMs: number;
   /**
+   * After this long without an append, a namespace gives back the memory it
+   * reuses under load: the tailer's read buffer, the log's record arena and
+   * the log cache (a replica that connects then reads the newest records
+   * from the log's files). Each comes back at the next append. Reported as
+   * `bufferBytes` in the namespace's status.
+   * @default 30000
+   */
+  readonly idleReleaseMs: number;
+  /**
    * Size at which the replication log starts a new segment file.
    * @default 67108864 (64 MiB)
    */
@@ -182,6 +191,7 @@ export const DEFAULT_PRIMARY_LIMITS: PrimaryLimits = Object.freeze({
   sealTimeoutMs: 10_000,
   walStallTimeoutMs: 5000,
   namespaceRetryMs: 1000,
+  idleReleaseMs: 30_000,
   segmentBytes: 64 * 1024 * 1024,
   logCacheBytes: 4 * 1024 * 1024,
   snapshotAdvanceSeqs: 10_000,
@@ -244,6 +254,7 @@ export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedPrimaryO
   checkIntegerOption('sealTimeoutMs', limits.sealTimeoutMs, 1, 600_000);
   checkIntegerOption('walStallTimeoutMs', limits.walStallTimeoutMs, 1, 3_600_000);
   checkIntegerOption('namespaceRetryMs', limits.namespaceRetryMs, 1, 3_600_000);
+  checkIntegerOption('idleReleaseMs', limits.idleReleaseMs, 1, 86_400_000);
   checkIntegerOption('segmentBytes', limits.segmentBytes, 64 * 1024, 64 * 1024 * MiB);
   checkIntegerOption('logCacheBytes', limits.logCacheBytes, 0, 1024 * MiB);
   checkIntegerOption('snapshotAdvanceSeqs', limits.snapshotAdvanceSeqs, 0, Number.MAX_SAFE_INTEGER);

@@ -49,6 +49,9 @@ export class PrimaryAdmin {
     const running = () => primary.status().namespaces;
     m.gauge('walwire_primary_head_seq', 'Seq of the newest durable record of the current generation.', () => running().map((n) => ({ labels: { ns: n.name }, value: n.headSeq })));
     m.gauge('walwire_primary_wal_bytes', 'Size of the WAL file at the last read.', () => running().map((n) => ({ labels: { ns: n.name }, value: n.walBytes })));
+    m.gauge('walwire_primary_buffer_bytes', 'Memory the namespace holds for reuse under load (read buffer, record arena, log cache); given back when idle.', () =>
+      running().map((n) => ({ labels: { ns: n.name }, value: n.bufferBytes })),
+    );
     m.gauge('walwire_primary_namespace_up', '1 when the namespace is running, 0 when failed or starting.', () =>
       running().map((n) => ({ labels: { ns: n.name }, value: n.state === 'running' ? 1 : 0 })),
     );

@@ -401,6 +401,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
           checksum: null,
           commitSize: 0,
           walBytes: 0,
+          bufferBytes: 0,
           lastError: err ? `${err.code}: ${err.message}` : null,
           checkpoint: null,
           blobs: null,

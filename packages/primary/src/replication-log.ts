@@ -148,6 +148,8 @@ export class ReplicationLog {
   #staging: Buffer | undefined;
   #stagingUsed = 0;
   #staged = 0;
+  /** performance.now() of the last append (0: none since open). */
+  #lastAppendAt = 0;
   #recovery: LogRecovery = { unclean: false, verifiedSegments: 0, discardedBytes: 0, removedSegments: 0 };
   /**
    * The newest durable records of the current generation (see
@@ -187,6 +189,30 @@ export class ReplicationLog {
 
   get pageSize(): number {
     return this.#pageSize;
+  }
+
+  /** performance.now() of the last append since open, or 0. */
+  get lastAppendAt(): number {
+    return this.#lastAppendAt;
+  }
+
+  /** Bytes of reused memory held: the record arena and the log cache's ring. */
+  get bufferBytes(): number {
+    return (this.#staging?.length ?? 0) + this.#tail.ringBytes;
+  }
+
+  /**
+   * Gives back the reused memory (see bufferBytes) while no append is in
+   * flight; each piece is allocated again by the next append that needs it.
+   * The log cache is emptied: readers then read those records from the
+   * segments.
+   */
+  releaseBuffers(): void {
+    if (this.#staged === 0) {
+      this.#staging = undefined;
+      this.#stagingUsed = 0;
+    }
+    if (this.#pending.length === 0 && !this.#flushRunning) this.#tail.release();
   }
 
   /** State after the last durable seq; seq 0 is the generation base. */
@@ -545,6 +571,7 @@ export class ReplicationLog {
 
   #enqueue(buf: Buffer, state: RecordState, record: LogRecord, staged = false): Promise<LogRecord> {
     this.#lastQueued = state;
+    this.#lastAppendAt = performance.now();
     return new Promise<LogRecord>((resolve, reject) => {
       this.#pending.push({ buf, state, record, staged, resolve, reject });
       if (!this.#flushRunning) {

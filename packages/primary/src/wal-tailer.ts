@@ -139,6 +139,20 @@ export class WalTailer {
    */
   #readBuffer: Buffer | undefined;
 
+  /** Bytes of the reused read buffer held. */
+  get bufferBytes(): number {
+    return this.#readBuffer?.length ?? 0;
+  }
+
+  /**
+   * Gives the reused read buffer back (allocated again by the next read
+   * that needs it). Safe at any time: the pages of earlier reads keep
+   * their memory alive for as long as they are used.
+   */
+  releaseBuffer(): void {
+    this.#readBuffer = undefined;
+  }
+
   constructor(control: Database.Database, options: WalTailerOptions) {
     this.#options = options;
     this.#walPath = `${options.dbPath}-wal`;

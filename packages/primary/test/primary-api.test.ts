@@ -113,6 +113,34 @@ describe('Primary library API', () => {
     await again.stop();
   });
 
+  it('gives back the memory it reuses under load after idleReleaseMs without an append, and takes it again at the next commit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
+    dirs.push(dir);
+    const db = join(dir, 'app.db');
+    cli(db, 'PRAGMA journal_mode=WAL; CREATE TABLE t(x);');
+    const primary = new Primary({ dataDir: join(dir, 'data'), namespaces: { app: { path: db } }, idleReleaseMs: 300 });
+    const records: RecordEvent[] = [];
+    primary.on('record', (e) => records.push(e));
+    await primary.start();
+    const bufferBytes = (): number => primary.status().namespaces[0]!.bufferBytes;
+    const burst = 'INSERT INTO t SELECT randomblob(3000) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) SELECT i FROM n);';
+    cli(db, burst);
+    await until(() => records.find((r) => r.record.kind === 'txn'));
+    // Read buffer, record arena and log cache, held while the namespace is busy.
+    expect(bufferBytes()).toBeGreaterThan(4 * 1024 * 1024);
+    const idleSince = Date.now();
+    await until(() => (bufferBytes() === 0 ? true : undefined), 5_000);
+    expect(Date.now() - idleSince).toBeGreaterThanOrEqual(100);
+    cli(db, burst);
+    await until(() => (records.filter((r) => r.record.kind === 'txn').length === 2 ? true : undefined));
+    expect(bufferBytes()).toBeGreaterThan(0);
+    // The records the released cache held are read from the log's files.
+    const read = [];
+    for await (const r of primary.read('app', 1)) read.push(r.seq);
+    expect(read).toEqual(records.map((r) => r.record.seq));
+    await primary.stop();
+  });
+
   it('a namespace that cannot open is reported, answers WALWIRE_ERR_NAMESPACE_UNAVAILABLE and is retried; the others start', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'walwire-api-'));
     dirs.push(dir);
