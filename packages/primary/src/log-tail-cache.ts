@@ -102,7 +102,6 @@ export class LogTailCache {
     return copy;
   }
 
-  /** Empties the cache; the ring is kept for the next records. */
   /** Bytes of ring memory held (allocated at the first add, kept until `release`). */
   get ringBytes(): number {
     return this.#ring?.length ?? 0;
@@ -114,6 +113,7 @@ export class LogTailCache {
     this.#ring = undefined;
   }
 
+  /** Empties the cache; the ring is kept for the next records. */
   clear(): void {
     this.#entries = [];
     this.#first = 0;

@@ -138,6 +138,13 @@ export class WalTailer {
    * use and kept.
    */
   #readBuffer: Buffer | undefined;
+  /**
+   * Set by releaseBuffer, cleared by the next read that returns commits:
+   * until then reads use memory of their own size, so that an idle poll
+   * (which may read the stale frames past a restarted WAL's end) does not
+   * allocate the whole buffer again each time.
+   */
+  #released = false;
 
   /** Bytes of the reused read buffer held. */
   get bufferBytes(): number {
@@ -151,6 +158,7 @@ export class WalTailer {
    */
   releaseBuffer(): void {
     this.#readBuffer = undefined;
+    this.#released = true;
   }
 
   constructor(control: Database.Database, options: WalTailerOptions) {
@@ -421,12 +429,12 @@ export class WalTailer {
       let bytesRead: number;
       let scan: ReturnType<typeof scanWalFrames>;
       if (want <= SYNC_READ_BYTES) {
-        this.#readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        if (!this.#released) this.#readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_BYTES);
         // Past `used` lie only frames of no commit returned (an open
         // transaction's, read again now); when the rest is too small, a
         // fresh buffer that the returned pages alone keep.
-        const inPlace = READ_BUFFER_BYTES - used >= want;
-        buf = inPlace ? this.#readBuffer.subarray(used, used + want) : Buffer.allocUnsafe(want);
+        const inPlace = this.#readBuffer !== undefined && READ_BUFFER_BYTES - used >= want;
+        buf = inPlace ? this.#readBuffer!.subarray(used, used + want) : Buffer.allocUnsafe(want);
         bytesRead = readSync(file.fd, buf, 0, want, state.offset);
         scan = scanWalFrames(buf.subarray(0, bytesRead), state.offset, state);
         if (inPlace) used += scan.state.offset - state.offset;
@@ -455,6 +463,7 @@ export class WalTailer {
     }
     if (commits.length > 0 || newIncarnation) this.#stall = undefined;
     this.#state = state;
+    if (commits.length > 0) this.#released = false;
     return { commits, state, newIncarnation, walBytes: size, more };
   }
 

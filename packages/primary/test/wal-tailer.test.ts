@@ -33,6 +33,32 @@ async function setup(): Promise<{ writer: Database.Database; tailer: WalTailer; 
 }
 
 describe('WalTailer', () => {
+  it('after releaseBuffer, reads that return no commit do not take the reused buffer again; the next commit brings it back', async () => {
+    const { writer, tailer } = await setup();
+    const insert = writer.prepare('INSERT INTO t(v) VALUES (?)');
+    insert.run(Buffer.alloc(2000, 1));
+    expect((await tailer.readNew()).commits).toHaveLength(1);
+    expect(tailer.bufferBytes).toBeGreaterThan(0);
+    tailer.releaseBuffer();
+    expect(tailer.bufferBytes).toBe(0);
+    // An open transaction larger than the writer's cache spills frames into
+    // the WAL without a commit: every poll reads them and returns nothing.
+    writer.pragma('cache_size = 10');
+    writer.exec('BEGIN');
+    for (let i = 0; i < 60; i++) insert.run(Buffer.alloc(4000, 2));
+    for (let i = 0; i < 3; i++) {
+      const read = await tailer.readNew();
+      expect(read.commits).toHaveLength(0);
+      expect(read.walBytes, "the open transaction spilled frames").toBeGreaterThan(100 * 1024);
+      expect(tailer.bufferBytes, 'an idle poll allocated the read buffer again').toBe(0);
+    }
+    writer.exec('COMMIT');
+    expect((await tailer.readNew()).commits).toHaveLength(1);
+    insert.run(Buffer.alloc(2000, 3));
+    expect((await tailer.readNew()).commits).toHaveLength(1);
+    expect(tailer.bufferBytes).toBeGreaterThan(0);
+  });
+
   it('returns each commit once, every page byte-exact with its frame in the WAL, across reads of one, many and large commits', async () => {
     const { writer, tailer, path } = await setup();
     const insert = writer.prepare('INSERT INTO t(v) VALUES (?)');
