@@ -183,13 +183,12 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       const before = this.#failedToOpen.get(name);
       const attempts = (before?.attempts ?? 0) + 1;
       const delayMs = before === undefined ? this.#options.namespaceRetryMs : Math.min(before.delayMs * 2, 30_000);
-      const again = retry;
-      const timer = again ? setTimeout(() => this.#retryOpen(name), delayMs) : null;
+      const timer = retry ? setTimeout(() => this.#retryOpen(name), delayMs) : null;
       timer?.unref();
-      this.#failedToOpen.set(name, { error, attempts, delayMs, retryAt: again ? Date.now() + delayMs : null, timer });
+      this.#failedToOpen.set(name, { error, attempts, delayMs, retryAt: retry ? Date.now() + delayMs : null, timer });
       this.#logger.error(
-        { ns: name, err: error.message, attempts, ...(again ? { retryInMs: delayMs } : {}) },
-        again ? 'namespace failed to start; retrying later, other namespaces are unaffected' : 'namespace failed to start; other namespaces are unaffected',
+        { ns: name, err: error.message, attempts, ...(retry ? { retryInMs: delayMs } : {}) },
+        retry ? 'namespace failed to start; retrying later, other namespaces are unaffected' : 'namespace failed to start; other namespaces are unaffected',
       );
       this.emit('namespace-error', { ns: name, error });
     }
@@ -281,10 +280,10 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   async removeNamespace(name: string): Promise<void> {
     if (this.#stopped || !this.#started) throw new ClosedError('primary is not running');
     if (!this.#configs.has(name)) throw new UnknownNamespaceError(`namespace ${JSON.stringify(name)} is not configured on this primary`);
-    // No further retry; one in flight finishes first (it runs the namespace
-    // or records its failure), while the name is still taken, so that no
-    // create of the same name can start meanwhile.
-    clearTimeout(this.#failedToOpen.get(name)?.timer ?? undefined);
+    // An open in flight finishes first (it runs the namespace or records its
+    // failure with a retry timer, cleared here), while the name is still
+    // taken, so that no create of the same name can start meanwhile. A timer
+    // exists only after a failed open, which no longer is in flight.
     await this.#reopening.get(name);
     clearTimeout(this.#failedToOpen.get(name)?.timer ?? undefined);
     this.#failedToOpen.delete(name);

@@ -433,8 +433,9 @@ export class WalTailer {
         // Past `used` lie only frames of no commit returned (an open
         // transaction's, read again now); when the rest is too small, a
         // fresh buffer that the returned pages alone keep.
-        const inPlace = this.#readBuffer !== undefined && READ_BUFFER_BYTES - used >= want;
-        buf = inPlace ? this.#readBuffer!.subarray(used, used + want) : Buffer.allocUnsafe(want);
+        const reused = this.#readBuffer;
+        const inPlace = reused !== undefined && READ_BUFFER_BYTES - used >= want;
+        buf = inPlace ? reused.subarray(used, used + want) : Buffer.allocUnsafe(want);
         bytesRead = readSync(file.fd, buf, 0, want, state.offset);
         scan = scanWalFrames(buf.subarray(0, bytesRead), state.offset, state);
         if (inPlace) used += scan.state.offset - state.offset;
